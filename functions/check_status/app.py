@@ -1,0 +1,16 @@
+"""Poll workflow task: check the upstream export once, or record the workflow's failure."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from exportpipe.observability import logger, metrics, tracer
+from exportpipe.runtime import build_deps
+from exportpipe.services.check_status import check_status
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return check_status(event, build_deps())

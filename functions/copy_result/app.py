@@ -1,0 +1,16 @@
+"""Poll workflow task: stream the export's files into S3, write the manifest, announce the delivery."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from exportpipe.observability import logger, metrics, tracer
+from exportpipe.runtime import build_deps
+from exportpipe.services.copy_result import copy_result
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return copy_result(event, build_deps())

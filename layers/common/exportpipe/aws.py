@@ -1,0 +1,66 @@
+"""boto3 clients for the runtime: one shared botocore Config, built lazily and cached per process.
+
+Handlers call :func:`aws_clients` at invocation time (never at import); services receive the clients
+as arguments, so tests inject their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+BOTO_CONFIG = Config(
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"max_attempts": 5, "mode": "adaptive"},
+    max_pool_connections=20,
+)
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    s3: Any
+    dynamodb: Any
+    sfn: Any
+    events: Any
+    secrets: Any
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[Any, ...], AwsClients] = {}
+
+
+def aws_clients(**client_kwargs: Any) -> AwsClients:
+    """Clients for the current region/endpoint (boto3's own resolution: env, config files, IMDS).
+
+    ``client_kwargs`` (``endpoint_url``, ``region_name``, credentials) are passed to every client;
+    the result is cached per distinct set of arguments.
+    """
+    key = tuple(sorted(client_kwargs.items()))
+    with _lock:
+        found = _cache.get(key)
+        if found is None:
+            session = boto3.session.Session()
+            made: dict[str, Any] = {
+                name: session.client(service, config=BOTO_CONFIG, **client_kwargs)
+                for name, service in (
+                    ("s3", "s3"),
+                    ("dynamodb", "dynamodb"),
+                    ("sfn", "stepfunctions"),
+                    ("events", "events"),
+                    ("secrets", "secretsmanager"),
+                )
+            }
+            found = AwsClients(**made)
+            _cache[key] = found
+        return found
+
+
+def reset_aws_clients() -> None:
+    """Forget cached clients (the local stack calls this when it starts or stops an endpoint)."""
+    with _lock:
+        _cache.clear()

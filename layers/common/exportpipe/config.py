@@ -1,0 +1,56 @@
+"""Settings: the only module that reads the process environment, and only when asked (never at import).
+
+Each value comes from an environment variable that ``template.yaml`` sets on the functions; the local
+stack resolves the same template, so the names below and the template's ``Environment`` stay in step
+(``tests/unit/test_template.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exportpipe.errors import ConfigurationError
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Settings(BaseModel):
+    """Runtime settings shared by the four functions."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    state_table: NonEmpty = Field(alias="STATE_TABLE_NAME")
+    results_bucket: NonEmpty = Field(alias="RESULTS_BUCKET")
+    results_prefix: str = Field(default="exports", alias="RESULTS_PREFIX")
+    event_bus: NonEmpty = Field(alias="EVENT_BUS_NAME")
+    poll_state_machine_arn: str = Field(default="", alias="POLL_STATE_MACHINE_ARN")
+    pardot_secret_arn: str = Field(default="", alias="PARDOT_SECRET_ARN")
+    # Allow-list for result downloads and their redirects (comma-separated host names; a leading
+    # "*." matches any subdomain). The upstream API host of each source is always allowed.
+    download_hosts: str = Field(default="", alias="DOWNLOAD_HOST_ALLOWLIST")
+    poll_base_seconds: int = Field(default=30, ge=1, alias="POLL_BASE_SECONDS")
+    poll_max_seconds: int = Field(default=900, ge=1, alias="POLL_MAX_SECONDS")
+    poll_max_attempts: int = Field(default=60, ge=1, alias="POLL_MAX_ATTEMPTS")
+    job_ttl_days: int = Field(default=400, ge=1, alias="JOB_TTL_DAYS")
+    http_timeout_seconds: float = Field(default=30.0, gt=0, alias="HTTP_TIMEOUT_SECONDS")
+    part_size_mib: int = Field(default=8, ge=5, le=512, alias="COPY_PART_SIZE_MIB")
+
+    @property
+    def allowed_download_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.download_hosts.split(",") if h.strip())
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; a missing or bad variable fails with its name and the reason."""
+    env = os.environ if environ is None else environ
+    try:
+        return Settings.model_validate(dict(env))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigurationError(f"bad configuration: {problems}") from exc

@@ -1,0 +1,79 @@
+"""Domain errors. Every error the pipeline raises on purpose ends in ``Error``.
+
+The state machine matches on the exception class name (the Lambda ``errorType``), so the names
+here are part of the workflow's contract: ``statemachine/export_poll.asl.json`` retries
+:class:`UpstreamUnavailableError` and routes everything else to the failure branch.
+"""
+
+from __future__ import annotations
+
+
+class ExportPipeError(Exception):
+    """Base class for every error raised on purpose by exportpipe."""
+
+
+class ConfigurationError(ExportPipeError):
+    """A required setting (environment variable, secret) is missing or malformed."""
+
+
+class InvalidDefinitionError(ExportPipeError):
+    """An export definition failed validation; the message names each field and the reason."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        detail = "; ".join(f"{field}: {reason}" for field, reason in errors)
+        super().__init__(f"invalid export definition: {detail}")
+
+
+class InvalidEventError(ExportPipeError):
+    """A handler received an event that does not match its contract."""
+
+
+class JobNotFoundError(ExportPipeError):
+    """No job record exists for the given id."""
+
+
+class TransitionError(ExportPipeError):
+    """A status change was refused: the job is not in a state that allows it (out of order or duplicate)."""
+
+    def __init__(self, job_id: str, current: str | None, target: str) -> None:
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        super().__init__(f"job {job_id}: cannot move from {current} to {target}")
+
+
+class UpstreamError(ExportPipeError):
+    """The upstream API refused a request for a reason that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | int | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class UpstreamAuthError(UpstreamError):
+    """The upstream rejected our credentials even after a fresh login."""
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """A transient upstream failure (5xx, 429, rate limit, connection) that outlived our own retries.
+
+    The state machine retries the task on this error with its own backoff.
+    """
+
+
+class UnsafeDownloadError(ExportPipeError):
+    """A result URL or redirect points at a host outside the allow-list."""
+
+
+class DownloadIncompleteError(ExportPipeError):
+    """A result file ended before its announced length, or the connection broke mid-stream."""
+
+
+class ExportExpiredError(ExportPipeError):
+    """The upstream export's files are gone (expired) before they were copied."""
+
+
+class EventPublishError(ExportPipeError):
+    """EventBridge did not accept an event."""

@@ -1,0 +1,115 @@
+"""The job record (contract 2): one per export attempt, forward-only status, every transition kept.
+
+Job ids are deterministic: the same definition name and window always give the same id, so a
+schedule event delivered twice finds the job it already started instead of starting a second export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from exportpipe.definitions import Window
+
+
+class JobStatus(StrEnum):
+    REQUESTED = "REQUESTED"  # job recorded, upstream export not yet created
+    EXPORTING = "EXPORTING"  # upstream is preparing the export
+    READY = "READY"  # upstream files are ready to download
+    COPYING = "COPYING"  # files are being streamed into S3
+    DELIVERED = "DELIVERED"  # manifest written: the export is complete in S3
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED})
+
+# Allowed moves. A status never goes back; COPYING may be re-entered by a retried copy.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.REQUESTED: frozenset({JobStatus.EXPORTING, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.EXPORTING: frozenset(
+        {JobStatus.READY, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED}
+    ),
+    JobStatus.READY: frozenset({JobStatus.COPYING, JobStatus.FAILED, JobStatus.EXPIRED}),
+    JobStatus.COPYING: frozenset(
+        {JobStatus.COPYING, JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED}
+    ),
+    JobStatus.DELIVERED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.EXPIRED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+
+def sources_of(target: JobStatus) -> list[JobStatus]:
+    """Every status from which ``target`` may be reached."""
+    return [s for s, nexts in TRANSITIONS.items() if target in nexts]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def job_id_for(definition_name: str, window: Window) -> str:
+    """Deterministic id from (definition name, window); valid as a Step Functions execution name.
+
+    ``<name[:30]>_<start>_<end>_<hash8>``: readable, at most 73 characters (Step Functions allows 80).
+    The hash covers the whole name, so two long names sharing their first 30 characters still differ.
+    """
+    digest = hashlib.sha256(
+        f"{definition_name}|{window.start.isoformat()}|{window.end.isoformat()}".encode()
+    ).hexdigest()[:8]
+    return f"{definition_name[:30]}_{_stamp(window.start)}_{_stamp(window.end)}_{digest}"
+
+
+class Transition(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: JobStatus
+    at: AwareDatetime
+    reason: str | None = None
+
+
+class ResultFile(BaseModel):
+    """One landed file, as listed in the manifest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    bytes: int
+    sha256: str
+    records: int | None = None
+    content_type: str
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    definition_name: str
+    source: str
+    dataset: str
+    definition: dict[str, Any]
+    window: Window
+    status: JobStatus
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    history: list[Transition] = Field(default_factory=list)
+    reason: str | None = None
+    upstream_id: str | None = None
+    upstream_state: str | None = None
+    result_urls: list[str] = Field(default_factory=list)
+    poll_attempts: int = 0
+    execution_arn: str | None = None
+    manifest_key: str | None = None
+    files: list[ResultFile] = Field(default_factory=list)
+    event_sent: bool = False

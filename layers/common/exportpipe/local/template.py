@@ -1,0 +1,189 @@
+"""Reading ``template.yaml``: CloudFormation's YAML tags, SAM Globals, and the intrinsic functions the
+template uses (Ref, Fn::GetAtt, Fn::Sub, Fn::Join), resolved against the local resources.
+
+The local stack derives everything it creates from this file; nothing keeps a second list.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_TAGS = {
+    "!Ref": "Ref",
+    "!GetAtt": "Fn::GetAtt",
+    "!Sub": "Fn::Sub",
+    "!Join": "Fn::Join",
+    "!If": "Fn::If",
+    "!Equals": "Fn::Equals",
+    "!Not": "Fn::Not",
+    "!And": "Fn::And",
+    "!Or": "Fn::Or",
+    "!Select": "Fn::Select",
+    "!Split": "Fn::Split",
+    "!FindInMap": "Fn::FindInMap",
+    "!GetAZs": "Fn::GetAZs",
+    "!ImportValue": "Fn::ImportValue",
+    "!Base64": "Fn::Base64",
+    "!Condition": "Condition",
+}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that understands CloudFormation's short-form tags."""
+
+
+def _construct(fn: str) -> Callable[[yaml.Loader, yaml.Node], dict[str, Any]]:
+    def build(loader: yaml.Loader, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if fn == "Fn::GetAtt":
+                value = str(value).split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {fn: value}
+
+    return build
+
+
+for _tag, _fn in _TAGS.items():
+    _CfnLoader.add_constructor(_tag, _construct(_fn))
+
+
+class TemplateError(Exception):
+    """The template uses something the local stack cannot resolve."""
+
+
+@dataclass
+class Template:
+    path: Path
+    body: dict[str, Any]
+    root: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.path.parent
+
+    @classmethod
+    def load(cls, path: str | Path) -> Template:
+        p = Path(path)
+        with p.open(encoding="utf-8") as fh:
+            body = yaml.load(fh, Loader=_CfnLoader)
+        if not isinstance(body, dict) or "Resources" not in body:
+            raise TemplateError(f"{p}: not a CloudFormation template")
+        return cls(p, body)
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        resources: dict[str, dict[str, Any]] = self.body["Resources"]
+        return dict(resources)
+
+    def of_type(self, *types: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v.get("Type") in types}
+
+    @property
+    def parameters(self) -> dict[str, dict[str, Any]]:
+        return dict(self.body.get("Parameters", {}))
+
+    def function_properties(self, logical_id: str) -> dict[str, Any]:
+        """A function's properties with the SAM ``Globals.Function`` section merged in (SAM's rules:
+        maps merge, the function's own scalars and lists win)."""
+        glob = copy.deepcopy(self.body.get("Globals", {}).get("Function", {}))
+        own = copy.deepcopy(self.resources[logical_id].get("Properties", {}))
+        merged: dict[str, Any] = _merge(glob, own)
+        return merged
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v) if k in base else v
+        return out
+    return over
+
+
+_SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+@dataclass
+class Resolver:
+    """Resolves intrinsic functions given the local values of Refs and GetAtts."""
+
+    parameters: Mapping[str, Any]
+    refs: Mapping[str, Any]
+    attributes: Mapping[tuple[str, str], Any]
+    pseudo: Mapping[str, str]
+
+    def ref(self, name: str) -> Any:
+        for table in (self.pseudo, self.parameters, self.refs):
+            if name in table:
+                return table[name]
+        raise TemplateError(f"Ref to {name!r}: no such parameter or local resource")
+
+    def get_att(self, logical_id: str, attribute: str) -> Any:
+        try:
+            return self.attributes[(logical_id, attribute)]
+        except KeyError:
+            raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute}: not available locally") from None
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(str(arg))
+            if key == "Fn::GetAtt":
+                parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
+                return self.get_att(str(parts[0]), str(parts[1]))
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Join":
+                sep, items = arg
+                return str(sep).join(str(self.resolve(i)) for i in items)
+            if key.startswith("Fn::"):
+                raise TemplateError(f"{key} is not supported by the local stack")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub(self, arg: Any) -> str:
+        if isinstance(arg, list):
+            text, extra = arg[0], {k: self.resolve(v) for k, v in arg[1].items()}
+        else:
+            text, extra = arg, {}
+
+        def replace(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name in extra:
+                return str(extra[name])
+            if "." in name:
+                logical_id, attribute = name.split(".", 1)
+                return str(self.get_att(logical_id, attribute))
+            return str(self.ref(name))
+
+        return _SUB_VAR.sub(replace, str(text))
+
+
+def substitute_definition(text: str, values: Mapping[str, Any]) -> str:
+    """Apply ``DefinitionSubstitutions`` to an ASL file the way CloudFormation does (``${Name}``)."""
+
+    def replace(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise TemplateError(f"ASL placeholder ${{{name}}} has no DefinitionSubstitutions entry")
+        return str(values[name])
+
+    out = _SUB_VAR.sub(replace, text)
+    json.loads(out)  # the substituted definition must still be JSON
+    return out

@@ -1,0 +1,43 @@
+"""What the services need, built once per invocation by the handlers (or by tests, with fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from exportpipe.aws import AwsClients, aws_clients
+from exportpipe.config import Settings, load_settings
+from exportpipe.events import EventPublisher
+from exportpipe.sources.base import SourceClient
+from exportpipe.sources.registry import build_client
+from exportpipe.store import JobStore
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    store: JobStore
+    s3: Any
+    sfn: Any
+    publisher: EventPublisher
+    client_for: Callable[[str], SourceClient]
+    clock: Callable[[], datetime] = utcnow
+
+
+def build_deps(settings: Settings | None = None, clients: AwsClients | None = None) -> Deps:
+    settings = settings or load_settings()
+    clients = clients or aws_clients()
+    return Deps(
+        settings=settings,
+        store=JobStore(clients.dynamodb, settings.state_table, ttl_days=settings.job_ttl_days),
+        s3=clients.s3,
+        sfn=clients.sfn,
+        publisher=EventPublisher(clients.events, settings.event_bus),
+        client_for=lambda source: build_client(source, settings, clients.secrets),
+    )

@@ -1,0 +1,476 @@
+"""Shared machinery of the source sandboxes: a controllable clock, a loopback HTTP server, a base class.
+
+A sandbox is an in-process emulator of one upstream API. It sees plain :class:`Request` objects and
+answers :class:`Response` objects; :class:`SandboxServer` puts it behind a real HTTP/1.1 server on
+127.0.0.1 (stdlib ``ThreadingHTTPServer``, daemon threads) so clients are exercised over real sockets:
+Content-Length on every response (so truncation is detectable), keep-alive, streamed bodies.
+
+Development only: never shipped to Lambda; standard library plus the ``exportpipe`` package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType, TracebackType
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "SANDBOXES",
+    "Clock",
+    "Headers",
+    "LogEntry",
+    "Request",
+    "Response",
+    "Sandbox",
+    "SandboxServer",
+    "build_sandbox",
+    "run_cli",
+]
+
+
+class Clock:
+    """A thread-safe clock that tests can freeze and move forward.
+
+    By default it follows real time (UTC). ``freeze()`` stops it (at the given instant or now);
+    ``advance()`` moves it forward, frozen or not; ``unfreeze()`` lets it run again from where it is.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._lock = threading.Lock()
+        self._offset = timedelta(0)
+        self._frozen: datetime | None = None
+        if start is not None:
+            self.freeze(start)
+
+    def now(self) -> datetime:
+        """The current instant, timezone-aware (UTC)."""
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen
+            return datetime.now(UTC) + self._offset
+
+    def freeze(self, at: datetime | None = None) -> datetime:
+        """Stop the clock at ``at`` (aware; default: the current instant) and return that instant."""
+        if at is not None and at.tzinfo is None:
+            raise ValueError("Clock.freeze needs an aware datetime")
+        instant = (at or self.now()).astimezone(UTC)
+        with self._lock:
+            self._frozen = instant
+        return instant
+
+    def unfreeze(self) -> None:
+        """Let the clock run again, continuing from its current reading."""
+        with self._lock:
+            if self._frozen is not None:
+                self._offset = self._frozen - datetime.now(UTC)
+                self._frozen = None
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the clock is frozen."""
+        with self._lock:
+            return self._frozen is not None
+
+    def advance(self, delta: float | timedelta) -> datetime:
+        """Move the clock forward by ``delta`` (seconds or a timedelta) and return the new reading."""
+        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        if step < timedelta(0):
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            if self._frozen is not None:
+                self._frozen += step
+            else:
+                self._offset += step
+        return self.now()
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only HTTP headers (the last value wins for repeated names)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items: dict[str, tuple[str, str]] = {}
+        for name, value in pairs:
+            self._items[name.lower()] = (name, value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()][1]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as a sandbox sees it.
+
+    ``query`` keeps the last value of each parameter; ``query_list`` keeps every value. ``host`` is the
+    Host header (``127.0.0.1:<port>`` by default) and ``server_port`` the port the server listens on.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    host: str = "127.0.0.1"
+    server_port: int = 0
+    query_list: Mapping[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        """``http://<host>``: the origin the client addressed, for building absolute URLs."""
+        return f"http://{self.host}"
+
+    @property
+    def hostname(self) -> str:
+        """The host name of the Host header, without the port."""
+        return urlsplit(f"http://{self.host}").hostname or ""
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises ``ValueError`` when it is not JSON)."""
+        return json.loads(self.body.decode("utf-8"))
+
+
+@dataclass
+class Response:
+    """What a sandbox answers.
+
+    ``body`` is bytes or an iterable of byte chunks (streamed); a streamed body needs ``content_length``.
+    ``truncate_after`` makes the server announce the full length but send only that many body bytes and
+    then close the connection. ``on_close`` callbacks run once the body was sent (or sending failed).
+    """
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | Iterable[bytes] = b""
+    content_length: int | None = None
+    truncate_after: int | None = None
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+        """A JSON response."""
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return cls(status, {"Content-Type": "application/json", **(headers or {})}, data)
+
+    @classmethod
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8", **headers: str
+    ) -> Response:
+        """A text response."""
+        return cls(status, {"Content-Type": content_type, **headers}, text.encode("utf-8"))
+
+    def length(self) -> int:
+        """The Content-Length to announce."""
+        if isinstance(self.body, bytes | bytearray):
+            return len(self.body)
+        if self.content_length is None:
+            raise ValueError("a streamed response needs content_length")
+        return self.content_length
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as chunks."""
+        if isinstance(self.body, bytes | bytearray):
+            if self.body:
+                yield bytes(self.body)
+        else:
+            yield from self.body
+
+    def close(self) -> None:
+        """Run the ``on_close`` callbacks (once)."""
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One request a sandbox answered."""
+
+    method: str
+    path: str
+    status: int
+    query: Mapping[str, str]
+    headers: Headers
+    host: str
+
+
+class Sandbox:
+    """Base class of the source sandboxes.
+
+    Subclasses set ``source`` and implement :meth:`handle` and :meth:`credentials`. The server calls
+    :meth:`dispatch`, which records every request in :attr:`request_log` and turns unexpected exceptions
+    into a 500. :meth:`attach` tells the sandbox the origin it is served at.
+    """
+
+    source: ClassVar[str] = ""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.base_url: str | None = None
+        self._log_lock = threading.Lock()
+        self._log: list[LogEntry] = []
+
+    # ---- to implement ----------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request."""
+        raise NotImplementedError
+
+    def credentials(self) -> dict[str, str]:
+        """The credentials a client needs (may refer to :attr:`base_url`)."""
+        raise NotImplementedError
+
+    # ---- provided --------------------------------------------------------------------------------
+
+    def attach(self, base_url: str) -> None:
+        """Record the origin the sandbox is served at (``http://127.0.0.1:<port>``)."""
+        self.base_url = base_url.rstrip("/")
+
+    def handshake(self, base_url: str | None = None) -> dict[str, Any]:
+        """``{"source", "base_url", "credentials"}``: what a client needs to talk to this sandbox."""
+        if base_url is not None:
+            self.attach(base_url)
+        if self.base_url is None:
+            raise RuntimeError("the sandbox is not attached to a server yet")
+        return {"source": self.source, "base_url": self.base_url, "credentials": self.credentials()}
+
+    def dispatch(self, request: Request) -> Response:
+        """Handle ``request``, log it, and never raise."""
+        try:
+            response = self.handle(request)
+        except Exception:  # the server must answer something; the traceback goes to stderr
+            traceback.print_exc(file=sys.stderr)
+            response = Response.text(500, "Internal Server Error")
+        entry = LogEntry(
+            request.method, request.path, response.status, dict(request.query), request.headers, request.host
+        )
+        with self._log_lock:
+            self._log.append(entry)
+        return response
+
+    @property
+    def request_log(self) -> list[LogEntry]:
+        """A copy of the requests answered so far, oldest first."""
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        """Forget the logged requests."""
+        with self._log_lock:
+            self._log.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; avoid delayed-ACK stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query_list: dict[str, list[str]] = {}
+        for name, value in pairs:
+            query_list.setdefault(name, []).append(value)
+        port = self.server.server_address[1]
+        request = Request(
+            method=self.command,
+            path=parts.path or "/",
+            query={name: values[-1] for name, values in query_list.items()},
+            headers=Headers(self.headers.items()),
+            body=self._read_body(),
+            host=self.headers.get("Host") or f"127.0.0.1:{port}",
+            server_port=int(port),
+            query_list=query_list,
+        )
+        response = self.server.app.dispatch(request)
+        try:
+            self._write(response, head_only=self.command == "HEAD")
+        finally:
+            response.close()
+
+    def _write(self, response: Response, *, head_only: bool) -> None:
+        length = response.length()
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        if response.truncate_after is not None:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if head_only:
+            return
+        budget = response.truncate_after
+        for chunk in response.chunks():
+            if budget is not None:
+                chunk = chunk[:budget]
+                budget -= len(chunk)
+            if chunk:
+                self.wfile.write(chunk)
+            if budget is not None and budget <= 0:
+                break
+        self.wfile.flush()
+        if response.truncate_after is not None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    app: Sandbox
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Client disconnects mid-response are normal here (truncation tests, aborted downloads)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class SandboxServer:
+    """A sandbox served over real HTTP on loopback.
+
+    ``port=0`` picks a free port. Use as a context manager (starts in a background thread, stops on exit)
+    or call :meth:`start`/:meth:`stop`, or :meth:`serve_forever` to serve on the calling thread.
+    """
+
+    def __init__(self, app: Sandbox, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self._server = _Server((host, port), _Handler, bind_and_activate=True)
+        self._server.app = app
+        self._thread: threading.Thread | None = None
+        app.attach(self.base_url)
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://<host>:<port>``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SandboxServer:
+        """Serve in a daemon thread; returns ``self``."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"sandbox-{self.app.source}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until :meth:`stop` is called from another thread."""
+        self._server.serve_forever(poll_interval=0.05)
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+#: Sandboxes by source id, as ``"module:Class"`` (imported on demand).
+SANDBOXES: dict[str, str] = {
+    "pardot": "exportpipe.sandbox.pardot:PardotSandbox",
+}
+
+
+def build_sandbox(source: str, **kwargs: Any) -> Sandbox:
+    """Instantiate the sandbox registered for ``source`` (``KeyError`` when there is none)."""
+    module_name, _, class_name = SANDBOXES[source].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    sandbox = cls(**kwargs)
+    if not isinstance(sandbox, Sandbox):
+        raise TypeError(f"{SANDBOXES[source]} is not a Sandbox")
+    return sandbox
+
+
+def run_cli(source: str, port: int) -> int:
+    """Serve the ``source`` sandbox on 127.0.0.1:``port`` until SIGINT/SIGTERM; returns the exit status.
+
+    The first stdout line is the handshake JSON (``source``, ``base_url``, ``credentials``), flushed.
+    """
+    if source not in SANDBOXES:
+        print(f"unknown sandbox {source!r}; known: {', '.join(sorted(SANDBOXES))}", file=sys.stderr)
+        return 2
+    server = SandboxServer(build_sandbox(source), port=port)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        print(json.dumps(server.app.handshake(server.base_url)), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

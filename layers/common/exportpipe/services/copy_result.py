@@ -1,0 +1,120 @@
+"""copy_result: stream every result file into S3, then the manifest, then DELIVERED, then the event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from exportpipe.copier import MIB, CopyTuning, stream_to_s3
+from exportpipe.definitions import parse_definition
+from exportpipe.errors import ExportExpiredError, TransitionError, UpstreamError, UpstreamUnavailableError
+from exportpipe.jobs import Job, JobStatus, ResultFile
+from exportpipe.layout import Manifest, export_prefix, manifest_key, part_key
+from exportpipe.observability import logger, metrics
+from exportpipe.runtime import Deps
+from exportpipe.services.common import parse_event
+from exportpipe.sources.base import SourceClient, UpstreamState
+
+
+class CopyResultEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(min_length=1)
+
+
+def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
+    request = parse_event(CopyResultEvent, event)
+    logger.append_keys(job_id=request.job_id)
+    job = deps.store.get(request.job_id)
+    if job.status is JobStatus.DELIVERED:
+        _announce(deps, job)  # a retried copy after the manifest: only the event may be missing
+        return _answer(job)
+    if job.status not in (JobStatus.READY, JobStatus.COPYING):
+        raise TransitionError(job.job_id, job.status.value, JobStatus.COPYING)
+    job = deps.store.transition(job.job_id, JobStatus.COPYING)
+
+    definition = parse_definition(job.definition)
+    settings = deps.settings
+    folder = export_prefix(settings.results_prefix, job)
+    tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
+    client = deps.client_for(job.source)
+    try:
+        files = [
+            _copy_one(deps, client, job, url, part_key(folder, n, client.file_extension), tuning)
+            for n, url in enumerate(job.result_urls, start=1)
+        ]
+        manifest = Manifest.build(
+            job,
+            files,
+            fmt=client.file_extension,
+            timezone=client.files_timezone(definition),
+            delivered_at=deps.clock(),
+        )
+    finally:
+        client.close()
+
+    key = manifest_key(folder)
+    deps.s3.put_object(
+        Bucket=settings.results_bucket,
+        Key=key,
+        Body=manifest.model_dump_json(indent=2).encode(),
+        ContentType="application/json",
+        ChecksumAlgorithm="SHA256",
+    )
+    job = deps.store.transition(
+        job.job_id,
+        JobStatus.DELIVERED,
+        updates={"manifest_key": key, "files": [f.model_dump(mode="json") for f in files]},
+    )
+    deps.store.settle(job)
+    metrics.add_metric(name="ExportsDelivered", unit="Count", value=1)
+    metrics.add_metric(name="BytesDelivered", unit="Bytes", value=manifest.totals.bytes)
+    logger.info("export delivered", manifest_key=key, files=len(files), bytes=manifest.totals.bytes)
+    _announce(deps, job, manifest)
+    return _answer(job)
+
+
+def _copy_one(
+    deps: Deps, client: SourceClient, job: Job, url: str, key: str, tuning: CopyTuning
+) -> ResultFile:
+    try:
+        with client.open_result(url) as stream:
+            return stream_to_s3(
+                deps.s3,
+                stream.chunks,
+                bucket=deps.settings.results_bucket,
+                key=key,
+                content_type=client.content_type,
+                expected_length=stream.content_length,
+                count_csv=client.count_records,
+                tuning=tuning,
+            )
+    except UpstreamUnavailableError:
+        raise
+    except UpstreamError as exc:
+        # A refused download is most often an export that expired before we copied it.
+        if client.get_export(str(job.upstream_id)).state is UpstreamState.EXPIRED:
+            raise ExportExpiredError(
+                f"upstream export {job.upstream_id} expired before it was copied"
+            ) from exc
+        raise
+
+
+def _announce(deps: Deps, job: Job, manifest: Manifest | None = None) -> None:
+    if job.event_sent or job.manifest_key is None:
+        return
+    if manifest is None:
+        body = deps.s3.get_object(Bucket=deps.settings.results_bucket, Key=job.manifest_key)["Body"].read()
+        manifest = Manifest.model_validate_json(body)
+    deps.publisher.delivered(job, deps.settings.results_bucket, job.manifest_key, manifest)
+    deps.store.update(job.job_id, JobStatus.DELIVERED, {"event_sent": True})
+
+
+def _answer(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "manifest_key": job.manifest_key,
+        "files": len(job.files),
+    }

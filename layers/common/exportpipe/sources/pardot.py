@@ -1,0 +1,285 @@
+"""Account Engagement (Pardot) Export API v5 client.
+
+Auth is a Salesforce OAuth access token (password grant, or refresh-token grant when the secret
+holds one) plus the ``Pardot-Business-Unit-Id`` header on every call, downloads included. The token
+is cached per process and renewed once when the API answers 401 / code 184.
+
+Tolerances for what the public record leaves open (see the sandbox's docstring for its choices):
+create answers 200 or 201; the export may come bare or wrapped in ``{"export": {...}}``; ``id`` may
+be a number or a string; ``resultRefs`` may be absent, a string or an array.
+
+Window arguments: the docs say a procedure selects records "greater than ``*_after`` and less than
+``*_before``" (seconds resolution), so the window [start, end) is sent as after = start − 1 s,
+before = end, in the user's timezone with an explicit offset.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exportpipe.definitions import PardotDefinition, Window
+from exportpipe.errors import (
+    ConfigurationError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+from exportpipe.http import host_of, make_session, open_download
+from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+
+EXPIRED_TOKEN_CODE = 184
+CONCURRENCY_CODE = 66
+DAILY_LIMIT_CODE = 122
+
+_STATES = {
+    "waiting": UpstreamState.PENDING,
+    "processing": UpstreamState.PENDING,
+    "complete": UpstreamState.READY,
+    "failed": UpstreamState.FAILED,
+    "canceled": UpstreamState.CANCELED,
+    "cancelled": UpstreamState.CANCELED,
+}
+
+
+class PardotCredentials(BaseModel):
+    """The Secrets Manager secret's JSON."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    token_url: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    username: str = Field(min_length=1)
+    password: str = ""
+    refresh_token: str | None = None
+    business_unit_id: str = Field(pattern=r"^0Uv[A-Za-z0-9]{15}$")
+    base_url: str = "https://pi.pardot.com"
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> PardotCredentials:
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['msg']})" for e in exc.errors())
+            raise ConfigurationError(f"Pardot secret is invalid: {fields}") from exc
+
+
+_token_lock = threading.Lock()
+_tokens: dict[tuple[str, str, str], str] = {}
+
+
+class PardotClient:
+    source = "pardot"
+    file_extension = "csv"
+    content_type = "text/csv"
+    count_records = True
+
+    def __init__(
+        self,
+        credentials: PardotCredentials,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        allowed_hosts: tuple[str, ...] = (),
+        sleep: Callable[[float], None] = time.sleep,
+        concurrency_retries: int = 4,
+    ) -> None:
+        self._creds = credentials
+        self._session = session or make_session()
+        self._timeout = timeout
+        self._allowed = allowed_hosts
+        self._sleep = sleep
+        self._concurrency_retries = concurrency_retries
+        self._base = credentials.base_url.rstrip("/")
+        self._api_host = host_of(self._base)
+        self._token_key = (credentials.token_url, credentials.client_id, credentials.username)
+
+    # ---- auth --------------------------------------------------------------------------------
+
+    def _token(self, *, renew: bool = False) -> str:
+        with _token_lock:
+            token = _tokens.get(self._token_key)
+            if token is None or renew:
+                token = self._login()
+                _tokens[self._token_key] = token
+            return token
+
+    def _login(self) -> str:
+        c = self._creds
+        if c.refresh_token:
+            form = {"grant_type": "refresh_token", "refresh_token": c.refresh_token}
+        else:
+            form = {"grant_type": "password", "username": c.username, "password": c.password}
+        form |= {"client_id": c.client_id, "client_secret": c.client_secret}
+        try:
+            resp = self._session.post(c.token_url, data=form, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise UpstreamUnavailableError(f"Salesforce token endpoint unreachable: {exc}") from exc
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise UpstreamUnavailableError(
+                f"token endpoint answered {resp.status_code}", status=resp.status_code
+            )
+        body = _json(resp)
+        if resp.status_code != 200 or "access_token" not in body:
+            raise UpstreamAuthError(
+                f"Salesforce login failed ({resp.status_code}): "
+                f"{body.get('error')}: {body.get('error_description')}",
+                status=resp.status_code,
+                code=body.get("error"),
+            )
+        return str(body["access_token"])
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "Pardot-Business-Unit-Id": self._creds.business_unit_id}
+
+    # ---- API calls ---------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, json_body: Any = None) -> dict[str, Any]:
+        url = f"{self._base}{path}"
+        renewed = False
+        busy = 0
+        while True:
+            token = self._token()
+            try:
+                resp = self._session.request(
+                    method, url, json=json_body, headers=self._headers(token), timeout=self._timeout
+                )
+            except requests.RequestException as exc:
+                raise UpstreamUnavailableError(f"Pardot {method} {path} failed: {exc}") from exc
+            body = _json(resp)
+            code = body.get("code")
+            if resp.status_code == 401 or code == EXPIRED_TOKEN_CODE:
+                if renewed:
+                    raise UpstreamAuthError(
+                        f"Pardot refused a fresh token: {body.get('message')}",
+                        status=resp.status_code,
+                        code=code,
+                    )
+                self._token(renew=True)
+                renewed = True
+                continue
+            if code == CONCURRENCY_CODE:
+                busy += 1
+                if busy > self._concurrency_retries:
+                    raise UpstreamUnavailableError(
+                        f"Pardot concurrency limit (66) after {busy} tries",
+                        status=resp.status_code,
+                        code=code,
+                    )
+                self._sleep(min(2.0**busy, 30.0))
+                continue
+            if code == DAILY_LIMIT_CODE:
+                # Retrying now would only burn the budget: give up and let the next attempt come later.
+                raise UpstreamUnavailableError(
+                    "Pardot daily API limit met (122)", status=resp.status_code, code=code
+                )
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise UpstreamUnavailableError(
+                    f"Pardot {method} {path} answered {resp.status_code}: {body.get('message', '')}",
+                    status=resp.status_code,
+                    code=code,
+                )
+            if resp.status_code >= 400:
+                raise UpstreamError(
+                    f"Pardot {method} {path} answered {resp.status_code}, code {code}: "
+                    f"{body.get('message', '')}",
+                    status=resp.status_code,
+                    code=code,
+                )
+            return body
+
+    def create_export(self, definition: PardotDefinition, window: Window) -> UpstreamExport:
+        body: dict[str, Any] = {
+            "object": definition.object,
+            "procedure": {
+                "name": definition.procedure,
+                "arguments": self.window_arguments(definition, window),
+            },
+        }
+        if definition.fields is not None:
+            body["fields"] = list(definition.fields)
+        return _export(self._call("POST", "/api/v5/exports", json_body=body))
+
+    def get_export(self, upstream_id: str) -> UpstreamExport:
+        return _export(self._call("GET", f"/api/v5/exports/{upstream_id}"))
+
+    @staticmethod
+    def window_arguments(definition: PardotDefinition, window: Window) -> dict[str, Any]:
+        zone = ZoneInfo(definition.timezone)
+        after = (window.start - timedelta(seconds=1)).astimezone(zone)
+        before = window.end.astimezone(zone)
+        spec = definition.spec
+        return {
+            **definition.arguments,
+            spec.after_arg: after.isoformat(timespec="seconds"),
+            spec.before_arg: before.isoformat(timespec="seconds"),
+        }
+
+    @contextmanager
+    def open_result(self, url: str) -> Iterator[ResultStream]:
+        renewed = False
+        while True:
+            try:
+                resp = open_download(
+                    self._session,
+                    url,
+                    auth_headers=self._headers(self._token()),
+                    api_host=self._api_host,
+                    allowed_hosts=self._allowed,
+                    timeout=self._timeout,
+                )
+            except UpstreamError as exc:
+                if exc.status == 401 and not renewed:
+                    self._token(renew=True)
+                    renewed = True
+                    continue
+                raise
+            break
+        try:
+            length = resp.headers.get("Content-Length")
+            yield ResultStream(
+                chunks=resp.iter_content(chunk_size=256 * 1024),
+                content_length=int(length) if length and length.isdigit() else None,
+                content_type=resp.headers.get("Content-Type", self.content_type).split(";")[0],
+            )
+        finally:
+            resp.close()
+
+    def files_timezone(self, definition: PardotDefinition) -> str | None:
+        return definition.timezone
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        value = resp.json()
+    except ValueError:
+        return {"message": resp.text[:500]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _export(body: dict[str, Any]) -> UpstreamExport:
+    data = body.get("export", body) if isinstance(body.get("export"), dict) else body
+    if "id" not in data or "state" not in data:
+        raise UpstreamError(f"Pardot export response lacks id/state: {str(data)[:300]}")
+    raw = str(data["state"])
+    state = _STATES.get(raw.lower())
+    if state is None:
+        raise UpstreamError(f"Pardot export {data['id']}: unknown state {raw!r}")
+    refs = data.get("resultRefs")
+    urls = [refs] if isinstance(refs, str) else [str(u) for u in refs] if isinstance(refs, list) else []
+    if data.get("isExpired") is True:
+        state = UpstreamState.EXPIRED
+        urls = []
+    return UpstreamExport(upstream_id=str(data["id"]), state=state, raw_state=raw, result_urls=urls)

@@ -1,0 +1,292 @@
+"""DynamoDB job store: conditional writes only, so that duplicates and out-of-order events are refused.
+
+One table, two kinds of item:
+
+- ``JOB#<job id>``: the job record with its transition history. ``upstream_ref`` (``<source>#<id>``)
+  feeds the sparse ``ByUpstreamId`` index, so a webhook finds its job in one query, without scans.
+- ``DEF#<definition name>``: the definition's ``watermark`` (end of the last delivered window) and its
+  ``active_job`` lease: one export in flight per definition, so windows never overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from exportpipe.errors import JobNotFoundError, TransitionError
+from exportpipe.jobs import TRANSITIONS, Job, JobStatus, Transition, sources_of
+
+UPSTREAM_INDEX = "ByUpstreamId"
+# A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.
+STALE_CLAIM = timedelta(minutes=16)
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    result: Literal["created", "exists", "busy"]
+    job: Job | None = None  # the created or existing job
+    active_job_id: str | None = None  # for "busy": the job holding the definition's lease
+
+
+class JobStore:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        ttl_days: int = 400,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = client
+        self._table = table
+        self._ttl = timedelta(days=ttl_days)
+        self._now = clock
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def find(self, job_id: str) -> Job | None:
+        resp = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": f"JOB#{job_id}"}), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return Job.model_validate(_from_item(item)) if item else None
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return job
+
+    def find_by_upstream(self, source: str, upstream_id: str) -> Job | None:
+        resp = self._db.query(
+            TableName=self._table,
+            IndexName=UPSTREAM_INDEX,
+            KeyConditionExpression="upstream_ref = :r",
+            ExpressionAttributeValues=_to_item({":r": upstream_ref(source, upstream_id)}),
+            Limit=2,
+        )
+        items = resp.get("Items", [])
+        if not items:
+            return None
+        # The index holds keys only as projected; read the authoritative record.
+        return self.get(str(_from_item(items[0])["job_id"]))
+
+    def definition_state(self, name: str) -> dict[str, Any]:
+        resp = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": f"DEF#{name}"}), ConsistentRead=True
+        )
+        return _from_item(resp.get("Item", {}))
+
+    def watermark(self, name: str) -> datetime | None:
+        value = self.definition_state(name).get("watermark")
+        return datetime.fromisoformat(str(value)) if value else None
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def create(self, job: Job) -> CreateOutcome:
+        """Record a new REQUESTED job and take its definition's lease, both or neither."""
+        now = self._now()
+        values = self._job_values(job)
+        values["claimed_at"] = now.isoformat()
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _to_item(values),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _to_item({"pk": f"DEF#{job.definition_name}"}),
+                            "UpdateExpression": "SET active_job = :j, active_since = :now",
+                            "ConditionExpression": "attribute_not_exists(active_job) OR active_job = :j",
+                            "ExpressionAttributeValues": _to_item(
+                                {":j": job.job_id, ":now": now.isoformat()}
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            existing = self.find(job.job_id)
+            if existing is not None:
+                return CreateOutcome("exists", existing)
+            active = self.definition_state(job.definition_name).get("active_job")
+            return CreateOutcome("busy", None, str(active) if active else None)
+        return CreateOutcome("created", job)
+
+    def claim_stale(self, job_id: str) -> Job | None:
+        """Take over a REQUESTED job whose starter died before creating the upstream export."""
+        now = self._now()
+        try:
+            resp = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": f"JOB#{job_id}"}),
+                UpdateExpression="SET claimed_at = :now",
+                ConditionExpression="#s = :requested AND claimed_at < :stale",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":now": now.isoformat(),
+                        ":requested": JobStatus.REQUESTED.value,
+                        ":stale": (now - STALE_CLAIM).isoformat(),
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return Job.model_validate(_from_item(resp["Attributes"]))
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        reason: str | None = None,
+        updates: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Move the job to ``target`` if its current status allows it; record the transition."""
+        allowed = sources_of(target)
+        if not allowed:
+            raise TransitionError(job_id, None, target)
+        now = self._now()
+        entry = Transition(status=target, at=now, reason=reason).model_dump(mode="json", exclude_none=True)
+        sets = {"status": target.value, "updated_at": now.isoformat(), **(updates or {})}
+        if reason is not None:
+            sets["reason"] = reason
+        return self._update(
+            job_id,
+            sets,
+            condition_statuses=allowed,
+            append_history=entry,
+            target=target,
+        )
+
+    def update(self, job_id: str, expected: JobStatus, updates: Mapping[str, Any]) -> Job:
+        """Change attributes (not the status) of a job that is still in ``expected``."""
+        sets = {"updated_at": self._now().isoformat(), **updates}
+        return self._update(job_id, sets, condition_statuses=[expected], append_history=None, target=expected)
+
+    def settle(self, job: Job) -> None:
+        """After a terminal status: advance the watermark (if delivered) and release the lease."""
+        if job.status is JobStatus.DELIVERED:
+            end = job.window.end.isoformat()
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"pk": f"DEF#{job.definition_name}"}),
+                    UpdateExpression="SET watermark = :end, watermark_job = :j",
+                    ConditionExpression="attribute_not_exists(watermark) OR watermark < :end",
+                    ExpressionAttributeValues=_to_item({":end": end, ":j": job.job_id}),
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": f"DEF#{job.definition_name}"}),
+                UpdateExpression="REMOVE active_job, active_since",
+                ConditionExpression="active_job = :j",
+                ExpressionAttributeValues=_to_item({":j": job.job_id}),
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _job_values(self, job: Job) -> dict[str, Any]:
+        values = job.model_dump(mode="json")
+        values["pk"] = f"JOB#{job.job_id}"
+        values["expires_at"] = int((job.created_at + self._ttl).timestamp())
+        if job.upstream_id:
+            values["upstream_ref"] = upstream_ref(job.source, job.upstream_id)
+        return values
+
+    def _update(
+        self,
+        job_id: str,
+        sets: dict[str, Any],
+        *,
+        condition_statuses: list[JobStatus],
+        append_history: dict[str, Any] | None,
+        target: JobStatus,
+    ) -> Job:
+        names: dict[str, str] = {"#s": "status"}
+        values: dict[str, Any] = {}
+        clauses: list[str] = []
+        for i, (key, value) in enumerate(sets.items()):
+            names[f"#a{i}"] = key
+            values[f":a{i}"] = value
+            clauses.append(f"#a{i} = :a{i}")
+        if append_history is not None:
+            names["#h"] = "history"
+            values[":h"] = [append_history]
+            values[":empty"] = []
+            clauses.append("#h = list_append(if_not_exists(#h, :empty), :h)")
+        placeholders = []
+        for i, status in enumerate(condition_statuses):
+            values[f":c{i}"] = status.value
+            placeholders.append(f":c{i}")
+        try:
+            resp = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": f"JOB#{job_id}"}),
+                UpdateExpression="SET " + ", ".join(clauses),
+                ConditionExpression=f"attribute_exists(pk) AND #s IN ({', '.join(placeholders)})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={k: _ser.serialize(v) for k, v in values.items()},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            old = exc.response.get("Item")
+            if not old:
+                raise JobNotFoundError(f"no job {job_id!r}") from exc
+            current = _from_item(old).get("status")
+            raise TransitionError(job_id, str(current), target) from exc
+        return Job.model_validate(_from_item(resp["Attributes"]))
+
+
+def upstream_ref(source: str, upstream_id: str) -> str:
+    """The key of the ByUpstreamId index; store it with ``upstream_id`` when it becomes known."""
+    return f"{source}#{upstream_id}"
+
+
+__all__ = ["TRANSITIONS", "CreateOutcome", "JobStore", "upstream_ref"]

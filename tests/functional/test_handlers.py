@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from exportpipe.errors import InvalidDefinitionError, InvalidEventError
+from exportpipe.jobs import JobStatus
+from exportpipe.local import LocalStack
+from exportpipe.sandbox.pardot import PardotSandbox
+from exportpipe.store import JobStore
+from functions.check_status.app import lambda_handler as check_status
+from functions.copy_result.app import lambda_handler as copy_result
+from functions.start_export.app import lambda_handler as start_export
+from functions.webhook.app import lambda_handler as webhook
+from tests.conftest import load_event
+
+Ctx = Callable[[str], Any]
+
+
+def _creates(sandbox: PardotSandbox) -> int:
+    return sum(1 for e in sandbox.request_log if e.method == "POST" and e.path == "/api/v5/exports")
+
+
+def _schedule_event(name: str) -> dict[str, Any]:
+    event = load_event("start_export_schedule")
+    event["definition"] = {**event["definition"], "name": name}
+    return event
+
+
+def _until_ready(stack: LocalStack, job_id: str, context: Ctx) -> dict[str, Any]:
+    answer: dict[str, Any] = {}
+    attempt = 0
+    for _ in range(50):
+        answer = check_status(
+            {**load_event("check_status"), "job_id": job_id, "attempt": attempt},
+            context("CheckStatusFunction"),
+        )
+        if answer["status"] != "EXPORTING":
+            return answer
+        attempt = answer["attempt"]
+        time.sleep(0.1)
+    return answer
+
+
+def test_start_export_records_the_job_and_starts_its_workflow(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    # GIVEN the sample schedule event WHEN start_export handles it
+    result = start_export(_schedule_event("fn-start"), context("StartExportFunction"))
+    # THEN the job is EXPORTING with the upstream id, and its workflow execution is named after it
+    assert result["status"] == "EXPORTING"
+    assert result["window"] == {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T06:05:00Z"}
+    job = JobStore(stack.client("dynamodb"), stack.table).get(result["job_id"])
+    assert job.status is JobStatus.EXPORTING and job.upstream_id == result["upstream_id"]
+    assert [t.status for t in job.history] == [JobStatus.REQUESTED, JobStatus.EXPORTING]
+    desc = stack.client("stepfunctions").describe_execution(executionArn=result["execution_arn"])
+    assert json.loads(desc["input"]) == {"job_id": result["job_id"], "attempt": 0}
+    # AND the job is found by its upstream id (one index query, no scan)
+    found = JobStore(stack.client("dynamodb"), stack.table).find_by_upstream("pardot", result["upstream_id"])
+    assert found is not None and found.job_id == result["job_id"]
+
+
+def test_a_schedule_event_delivered_twice_starts_one_export(pardot: PardotSandbox, context: Ctx) -> None:
+    before = _creates(pardot)
+    first = start_export(_schedule_event("fn-twice"), context("StartExportFunction"))
+    second = start_export(_schedule_event("fn-twice"), context("StartExportFunction"))
+    assert second == {"job_id": first["job_id"], "status": "EXPORTING", "duplicate": True}
+    assert _creates(pardot) - before == 1
+
+
+def test_a_new_window_waits_while_the_definition_has_an_export_in_flight(context: Ctx) -> None:
+    first = start_export(_schedule_event("fn-busy"), context("StartExportFunction"))
+    later = {**_schedule_event("fn-busy"), "scheduled_time": "2026-11-25T07:05:00Z"}
+    second = start_export(later, context("StartExportFunction"))
+    assert second["status"] == "SKIPPED" and first["job_id"] in second["reason"]
+
+
+def test_invalid_definition_fails_before_any_upstream_call(pardot: PardotSandbox, context: Ctx) -> None:
+    event = _schedule_event("fn-invalid")
+    event["definition"]["fields"] = ["id", "notAField"]
+    calls = len(pardot.request_log)
+    with pytest.raises(InvalidDefinitionError, match="fields: unknown field"):
+        start_export(event, context("StartExportFunction"))
+    assert len(pardot.request_log) == calls
+
+
+def test_malformed_event_names_the_field(context: Ctx) -> None:
+    with pytest.raises(InvalidEventError, match="scheduled_time"):
+        start_export({**_schedule_event("fn-bad"), "scheduled_time": "soon"}, context("StartExportFunction"))
+
+
+def test_upstream_refusal_fails_the_job_with_the_reason(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    pardot.fail_requests(status=400, times=1, path_prefix="/api/v5/exports")
+    result = start_export(_schedule_event("fn-refused"), context("StartExportFunction"))
+    assert result["status"] == "FAILED"
+    assert "creating the upstream export failed" in result["reason"] and "400" in result["reason"]
+    failed = [e for e in stack.consumer_events(wait_seconds=2) if e["detail-type"] == "Export Failed"]
+    assert any(e["detail"]["job_id"] == result["job_id"] for e in failed)
+    # the definition is free again: the next tick retries the same window start
+    retry = start_export(
+        {**_schedule_event("fn-refused"), "scheduled_time": "2026-11-25T07:05:00Z"},
+        context("StartExportFunction"),
+    )
+    assert retry["status"] == "EXPORTING"
+    assert retry["window"]["start"] == "2026-11-24T00:00:00Z"  # no gap after a failure
+
+
+def test_check_then_copy_delivers_every_row(stack: LocalStack, pardot: PardotSandbox, context: Ctx) -> None:
+    pardot.file_count = 3
+    started = start_export(_schedule_event("fn-copy"), context("StartExportFunction"))
+    ready = _until_ready(stack, started["job_id"], context)
+    assert ready["status"] == "READY"
+    delivered = copy_result(
+        {**load_event("copy_result"), "job_id": started["job_id"]}, context("CopyResultFunction")
+    )
+    assert delivered["status"] == "DELIVERED" and delivered["files"] == 3
+
+    s3 = stack.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=delivered["manifest_key"])["Body"].read())
+    expected = pardot.expected_csv_rows_for_export(int(started["upstream_id"]))
+    assert manifest["totals"]["records"] == len(expected) > 0
+    assert manifest["timezone"] == "America/New_York"
+    assert manifest["window"] == started["window"]
+    for f in manifest["files"]:
+        body = s3.get_object(Bucket=stack.bucket, Key=f["key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == f["sha256"] and len(body) == f["bytes"]
+        assert f["key"].startswith(
+            f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={started['job_id']}/part-"
+        )
+    # a second copy of a delivered job changes nothing
+    again = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert again == delivered
+
+
+def test_workflow_failure_is_recorded_once(stack: LocalStack, context: Ctx) -> None:
+    started = start_export(_schedule_event("fn-fail"), context("StartExportFunction"))
+    event = {**load_event("check_status_failure"), "job_id": started["job_id"]}
+    answer = check_status(event, context("CheckStatusFunction"))
+    assert answer["status"] == "FAILED"
+    job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+    assert job.reason == "DownloadIncompleteError: download ended after 1024 of 4096 bytes"
+    # a duplicate failure report (a retried task) leaves the record as it was
+    assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
+    assert JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"]).history == job.history
+
+
+def test_webhook_route_answers_through_the_resolver(context: Ctx) -> None:
+    response = webhook(load_event("webhook_advocate"), context("WebhookFunction"))
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"]) == {"message": "no webhook receiver for source 'advocate'"}

@@ -1,0 +1,140 @@
+"""Static checks of template.yaml and the state machine: the things no linter catches."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exportpipe.config import Settings
+from exportpipe.local.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return Template.load(ROOT / "template.yaml")
+
+
+def _state_machine(template: Template) -> tuple[dict[str, Any], str]:
+    (sm,) = template.of_type("AWS::Serverless::StateMachine").values()
+    return sm["Properties"], (ROOT / sm["Properties"]["DefinitionUri"]).read_text()
+
+
+def test_definition_uri_exists_with_exact_case(template: Template) -> None:
+    props, _ = _state_machine(template)
+    path = ROOT / props["DefinitionUri"]
+    assert path.name in {p.name for p in path.parent.iterdir()}
+
+
+def test_asl_placeholders_match_definition_substitutions(template: Template) -> None:
+    props, text = _state_machine(template)
+    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
+    assert placeholders == set(props["DefinitionSubstitutions"])
+
+
+def _states(text: str) -> dict[str, Any]:
+    states: dict[str, Any] = json.loads(text)["States"]
+    return states
+
+
+def test_asl_path_parameters_use_the_dollar_suffix(template: Template) -> None:
+    _, text = _state_machine(template)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if (
+                    isinstance(value, str)
+                    and value.startswith("$.")
+                    and key
+                    not in {
+                        "OutputPath",
+                        "InputPath",
+                        "ResultPath",
+                        "SecondsPath",
+                        "Variable",
+                        "ItemsPath",
+                        "NumericLessThanPath",
+                    }
+                ):
+                    assert key.endswith(".$"), f"{key!r} holds a path but lacks '.$'"
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(text))
+
+
+def test_wait_loop_is_bounded(template: Template) -> None:
+    _, text = _state_machine(template)
+    asl = json.loads(text)
+    states = asl["States"]
+    assert asl["TimeoutSeconds"] > 0
+    assert states["WaitForExport"]["SecondsPath"] == "$.wait_seconds"
+    route = states["Route"]["Choices"]
+    to_wait = [c for c in route if c["Next"] == "WaitForExport"]
+    assert to_wait and "NumericLessThanPath" in json.dumps(to_wait), "the loop needs an attempt cap"
+    assert any(s["Type"] == "Fail" for s in states.values())
+    for name in ("CheckStatus", "CopyResult"):
+        assert states[name]["Catch"][0]["Next"] == "RecordFailure"
+    # Retries name our domain errors exactly as the Lambda errorType reports them
+    import exportpipe.errors as errors
+
+    retried = {
+        e for r in states["CopyResult"]["Retry"] for e in r["ErrorEquals"] if not e.startswith("Lambda.")
+    }
+    assert retried <= set(dir(errors))
+
+
+def test_every_setting_is_provided_by_the_template(template: Template) -> None:
+    env_keys = set(template.body["Globals"]["Function"]["Environment"]["Variables"])
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        props = template.function_properties(logical_id)
+        env_keys |= set(props.get("Environment", {}).get("Variables", {}))
+    aliases = {f.alias for f in Settings.model_fields.values()}
+    missing = aliases - env_keys
+    assert not missing, f"settings no template variable provides: {missing}"
+
+
+def test_handlers_exist_where_the_template_says(template: Template) -> None:
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        props = template.function_properties(logical_id)
+        module, _, attr = props["Handler"].rpartition(".")
+        source = ROOT / props["CodeUri"] / f"{module}.py"
+        assert source.is_file(), source
+        assert f"def {attr}(" in source.read_text()
+
+
+def test_schedules_carry_valid_definitions(template: Template) -> None:
+    from exportpipe.definitions import parse_definition
+
+    props = template.function_properties("StartExportFunction")
+    schedules = [e for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
+    assert schedules
+    for event in schedules:
+        payload = json.loads(event["Properties"]["Input"])
+        assert payload["scheduled_time"] == "<aws.scheduler.scheduled-time>"
+        parse_definition(payload["definition"])
+
+
+def test_data_stores_are_protected(template: Template) -> None:
+    (table,) = template.of_type("AWS::DynamoDB::Table").values()
+    tp = table["Properties"]
+    assert tp["BillingMode"] == "PAY_PER_REQUEST"
+    assert tp["TimeToLiveSpecification"]["Enabled"] is True
+    assert tp["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    (bucket,) = template.of_type("AWS::S3::Bucket").values()
+    bp = bucket["Properties"]
+    assert all(bp["PublicAccessBlockConfiguration"].values())
+    assert bp["VersioningConfiguration"]["Status"] == "Enabled"
+    assert bp["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
+    assert any("AbortIncompleteMultipartUpload" in r for r in bp["LifecycleConfiguration"]["Rules"])
+    (policy,) = template.of_type("AWS::S3::BucketPolicy").values()
+    stmt = policy["Properties"]["PolicyDocument"]["Statement"][0]
+    assert stmt["Effect"] == "Deny" and stmt["Condition"]["Bool"]["aws:SecureTransport"] == "false"
