@@ -168,6 +168,8 @@ class LocalStack:
             )
             reset_aws_clients()
             clear_secret_cache()
+            # moto's backends live in this process: start from an empty account every time
+            requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
             requests.post(
                 f"{self.endpoint_url}/moto-api/config",
                 json={
