@@ -138,3 +138,28 @@ def test_data_stores_are_protected(template: Template) -> None:
     (policy,) = template.of_type("AWS::S3::BucketPolicy").values()
     stmt = policy["Properties"]["PolicyDocument"]["Statement"][0]
     assert stmt["Effect"] == "Deny" and stmt["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+
+
+def _policy_actions(props: dict[str, Any]) -> tuple[set[str], set[str]]:
+    actions: set[str] = set()
+    managed: set[str] = set()
+    for policy in props.get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            for stmt in policy["Statement"]:
+                acts = stmt["Action"]
+                actions |= set(acts if isinstance(acts, list) else [acts])
+        elif isinstance(policy, dict):
+            managed |= set(policy)
+        else:
+            managed.add(str(policy))
+    return actions, managed
+
+
+def test_functions_get_least_privilege(template: Template) -> None:
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        actions, managed = _policy_actions(template.function_properties(logical_id))
+        assert not [a for a in actions if a.endswith(":*") or a == "*"], logical_id
+        assert not actions & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}, logical_id
+        assert not managed & {"DynamoDBCrudPolicy", "S3CrudPolicy", "AdministratorAccess"}, logical_id
+    actions, _ = _policy_actions(template.function_properties("WebhookFunction"))
+    assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}

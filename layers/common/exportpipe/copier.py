@@ -8,7 +8,6 @@ checksum, and the multipart upload aborted if anything fails. Memory is bounded 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 from collections.abc import Iterable, Iterator
@@ -174,7 +173,3 @@ def stream_to_s3(
         records=reader.counter.records if reader.counter is not None else None,
         content_type=content_type,
     )
-
-
-def sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()

@@ -82,8 +82,7 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
                 "reason": f"job {outcome.active_job_id} is in flight",
                 "job_id": job.job_id,
             }
-    if outcome.result == "exists":
-        assert outcome.job is not None
+    if outcome.result == "exists" and outcome.job is not None:
         existing = outcome.job
         resumed = store.claim_stale(existing.job_id) if existing.status is JobStatus.REQUESTED else None
         if resumed is None:
