@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo     - run the whole pipeline locally (moto + real state machine + sandboxes), show the result"
 	@echo "make test     - lint, type-check, cfn-lint, and every test (unit, functional, end-to-end)"
+	@echo "make bench    - copier benchmark (memory vs file size, cost over plain upload) -> bench-output/"
 	@echo "make lint | typecheck | cfn-lint | pytest | format | build | clean"
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,10 @@ demo: setup
 	rm -rf demo-output
 	$(BIN)/exportpipe demo --output demo-output
 
+# Benchmarks (not part of `make test`: timing is noisy); figures go to bench-output/.
+bench: setup
+	$(BIN)/python -m tests.bench.bench_copier
+
 # Needs the AWS SAM CLI (not a project dependency): builds the layer through layers/common/Makefile.
 build:
 	sam build
@@ -49,4 +54,4 @@ build:
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
-.PHONY: help setup lint format typecheck cfn-lint pytest test demo build clean
+.PHONY: help setup lint format typecheck cfn-lint pytest test demo bench build clean
