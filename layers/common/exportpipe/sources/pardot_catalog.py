@@ -20,9 +20,11 @@ What the public record says and what was chosen here:
 - Window semantics follow the v5 page: a record is selected when its timestamp is strictly greater than
   ``*_after`` and strictly less than ``*_before`` (exclusive on both ends). Without ``*_before`` the window
   ends at the creation time of the export.
-- Limits: at most ``MAX_FIELDS`` (150) fields; ``*_before - *_after`` at most ``MAX_RANGE`` (365 days;
-  measured to the creation time when ``*_before`` is omitted); ``*_after`` no more than ``MAX_RANGE``
-  before the creation time. A 366-day leap-year window is therefore rejected.
+- Limits: at most ``MAX_FIELDS`` (150) fields; ``*_before - *_after`` at most ``MAX_RANGE`` (365 days). When
+  ``*_before`` is omitted the range is measured to the creation time, which is what "``*_after`` must be
+  within a year of the creation date" means: the page says it right after describing the omitted
+  ``*_before`` ("the current date is used to gauge the interval"). A window with both bounds may lie
+  further in the past (backfills). A 366-day leap-year window is rejected.
 - Date arguments: ``today``, ``yesterday``, ``last_7_days``, ``this_month``, ``last_month`` (resolved in the
   user's timezone to the start of that day or month: ``today`` is midnight today, ``last_7_days`` is
   midnight seven days ago, as PHP's ``strtotime`` reads them), or an explicit date: ``YYYY-MM-DD``,
@@ -779,15 +781,15 @@ def validate_export_request(
             PardotErrorCode.INVALID_ARGUMENT, f"{procedure.before_arg} must be after {procedure.after_arg}."
         )
     window_end = before if before is not None else now
-    if window_end - after > MAX_RANGE:
-        raise ExportRequestError(
-            PardotErrorCode.INVALID_ARGUMENT,
-            f"The range between {procedure.after_arg} and {procedure.before_arg} can't exceed 1 year.",
-        )
-    if now - after > MAX_RANGE:
+    if before is None and now - after > MAX_RANGE:
         raise ExportRequestError(
             PardotErrorCode.INVALID_ARGUMENT,
             f"{procedure.after_arg} must be within a year of the creation date of the export.",
+        )
+    if before is not None and before - after > MAX_RANGE:
+        raise ExportRequestError(
+            PardotErrorCode.INVALID_ARGUMENT,
+            f"The range between {procedure.after_arg} and {procedure.before_arg} can't exceed 1 year.",
         )
     return ExportRequest(
         object=obj,
