@@ -66,7 +66,7 @@ def test_scheduled_export_lands_complete_and_is_announced(stack: LocalStack, par
     # THEN the real state machine polled, copied and succeeded
     assert execution["status"] == "SUCCEEDED"
     states = stack.execution_states(started["job_id"])
-    assert states[:2] == ["CheckStatus", "Route"] and states[-2:] == ["CopyResult", "Delivered"]
+    assert states[:2] == ["CheckStatus", "Route"] and states[-3:] == ["CopyResult", "Route", "Delivered"]
     job = _store(stack).get(started["job_id"])
     assert job.status is JobStatus.DELIVERED
     assert [t.status for t in job.history] == [
@@ -145,16 +145,33 @@ def test_result_refs_absent_string_and_array(
     assert keys == [f"part-{n:05d}.csv" for n in range(1, len(keys) + 1)]
 
 
-def test_upstream_failed_export_fails_the_job_and_the_execution(
+def test_a_failed_upstream_export_is_created_again(stack: LocalStack, pardot: PardotSandbox) -> None:
+    pardot.fail_next(1)
+    started = stack.invoke("StartExportFunction", _event("e2e-failed-once"))
+    assert stack.wait_for_execution(started["job_id"], timeout=90)["status"] == "SUCCEEDED"
+    job = _store(stack).get(started["job_id"])
+    assert job.status is JobStatus.DELIVERED and job.recreates == 1
+    assert job.upstream_id != started["upstream_id"]
+    restarted = [t for t in job.history if t.status is JobStatus.EXPORTING][1]
+    assert f"upstream export {started['upstream_id']} is Failed" in (restarted.reason or "")
+    assert job.manifest_key is not None
+    _, rows = _landed(stack, job.manifest_key)
+    assert sorted(rows, key=lambda r: int(r["id"])) == pardot.expected_csv_rows_for_export(
+        int(job.upstream_id or 0)
+    )
+
+
+def test_an_upstream_export_that_keeps_failing_fails_the_job(
     stack: LocalStack, pardot: PardotSandbox
 ) -> None:
-    pardot.fail_next(1)
+    pardot.fail_next(3)  # the first export and both re-creations
     started = stack.invoke("StartExportFunction", _event("e2e-failed"))
     execution = stack.wait_for_execution(started["job_id"], timeout=90)
     assert execution["status"] == "FAILED"
     assert "RecordFailure" not in stack.execution_states(started["job_id"])  # check_status recorded it
     job = _store(stack).get(started["job_id"])
-    assert job.status is JobStatus.FAILED and "is Failed" in (job.reason or "")
+    assert job.status is JobStatus.FAILED and job.recreates == 2
+    assert "is Failed; gave up after 3 upstream export(s)" in (job.reason or "")
     failed = [e for e in stack.consumer_events(wait_seconds=2) if e["detail"]["job_id"] == job.job_id]
     assert [e["detail-type"] for e in failed] == ["Export Failed"]
     assert _store(stack).watermark("e2e-failed") is None  # nothing delivered: the window will be retried

@@ -28,16 +28,30 @@ def test_long_names_sharing_a_prefix_still_differ() -> None:
 ORDER = [JobStatus.REQUESTED, JobStatus.EXPORTING, JobStatus.READY, JobStatus.COPYING, JobStatus.DELIVERED]
 
 
-def test_status_only_moves_forward() -> None:
+# The only moves back: a new upstream export for the same window (upstream Failed, or its files
+# expired before the copy). Everything else moves forward or ends the job.
+RESTARTS = {
+    (JobStatus.EXPORTING, JobStatus.EXPORTING),
+    (JobStatus.READY, JobStatus.EXPORTING),
+    (JobStatus.COPYING, JobStatus.EXPORTING),
+}
+
+
+def test_status_only_moves_forward_except_to_restart_the_upstream_export() -> None:
+    backwards = set()
     for status, nexts in TRANSITIONS.items():
         for nxt in nexts:
-            if status in ORDER and nxt in ORDER:
-                assert ORDER.index(nxt) >= ORDER.index(status), (status, nxt)
+            if status in ORDER and nxt in ORDER and ORDER.index(nxt) < ORDER.index(status):
+                backwards.add((status, nxt))
             assert nxt is not JobStatus.REQUESTED
+    assert backwards == RESTARTS - {(JobStatus.EXPORTING, JobStatus.EXPORTING)}
     for terminal in TERMINAL:
         assert TRANSITIONS[terminal] == frozenset()
-    # only a retried copy may re-enter its own status
-    assert [s for s, n in TRANSITIONS.items() if s in n] == [JobStatus.COPYING]
+    # a retried copy and a re-created export re-enter their own status; nothing else does
+    assert {s for s, n in TRANSITIONS.items() if s in n} == {JobStatus.COPYING, JobStatus.EXPORTING}
+    assert JobStatus.DELIVERED not in {
+        n for s, ns in TRANSITIONS.items() for n in ns if s != JobStatus.COPYING
+    }
 
 
 def test_every_status_can_reach_a_terminal_state() -> None:

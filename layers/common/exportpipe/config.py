@@ -36,6 +36,13 @@ class Settings(BaseModel):
     poll_max_seconds: int = Field(default=900, ge=1, alias="POLL_MAX_SECONDS")
     poll_max_attempts: int = Field(default=60, ge=1, alias="POLL_MAX_ATTEMPTS")
     job_ttl_days: int = Field(default=400, ge=1, alias="JOB_TTL_DAYS")
+    # How often a failed upstream export is created again, and how often an export whose files
+    # expired before the copy is re-exported, before the job ends FAILED / EXPIRED.
+    max_recreates: int = Field(default=2, ge=0, alias="UPSTREAM_RECREATE_ATTEMPTS")
+    # Wait after a rate-limit refusal (Pardot 122: the daily allowance) before calling again.
+    rate_limit_wait_seconds: int = Field(default=1800, ge=1, alias="RATE_LIMIT_WAIT_SECONDS")
+    # First backoff of in-call retries (Pardot 66: too many concurrent requests); doubles each time.
+    upstream_backoff_seconds: float = Field(default=2.0, gt=0, alias="UPSTREAM_BACKOFF_SECONDS")
     http_timeout_seconds: float = Field(default=30.0, gt=0, alias="HTTP_TIMEOUT_SECONDS")
     part_size_mib: int = Field(default=8, ge=5, le=512, alias="COPY_PART_SIZE_MIB")
 

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -43,6 +44,11 @@ class Window(BaseModel):
 
     start: AwareDatetime
     end: AwareDatetime
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)  # windows are compared and stored as ISO strings: always UTC
 
     @model_validator(mode="after")
     def _ordered(self) -> Window:

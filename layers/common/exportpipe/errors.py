@@ -63,6 +63,25 @@ class UpstreamUnavailableError(UpstreamError):
     """
 
 
+class UpstreamRateLimitedError(UpstreamUnavailableError):
+    """The upstream's rate limit (Pardot 66: concurrency, 122: daily allowance) refused the call.
+
+    Retrying soon would only burn the allowance: callers wait ``retry_after`` seconds (or their own
+    rate-limit wait) before the next call, and do not count the refusal as a failed attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | int | None = None,
+        retry_after: float = 0,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
 class UnsafeDownloadError(ExportPipeError):
     """A result URL or redirect points at a host outside the allow-list."""
 

@@ -9,6 +9,7 @@ allow-list, and refuses plain HTTP except on loopback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
@@ -71,6 +72,16 @@ def _check_url(url: str, api_host: str, allowed: tuple[str, ...]) -> None:
         raise UnsafeDownloadError(f"result URL host {host!r} is not the API host and not in the allow-list")
 
 
+def _error_code(body: str) -> int | str | None:
+    """The ``code`` of a JSON error body (Pardot v5's ``{"code", "message"}``), if there is one."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    return code if isinstance(code, int | str) else None
+
+
 def open_download(
     session: requests.Session,
     url: str,
@@ -103,12 +114,10 @@ def open_download(
         if resp.status_code == 200:
             return resp
         body = resp.text[:500]
+        code = _error_code(body)
         resp.close()
+        message = f"download of {current!r} answered {resp.status_code}: {body}"
         if resp.status_code == 429 or resp.status_code >= 500:
-            raise UpstreamUnavailableError(
-                f"download of {current!r} answered {resp.status_code}: {body}", status=resp.status_code
-            )
-        raise UpstreamError(
-            f"download of {current!r} answered {resp.status_code}: {body}", status=resp.status_code
-        )
+            raise UpstreamUnavailableError(message, status=resp.status_code, code=code)
+        raise UpstreamError(message, status=resp.status_code, code=code)
     raise UpstreamError(f"more than {MAX_REDIRECTS} redirects downloading {url!r}")

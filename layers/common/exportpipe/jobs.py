@@ -33,15 +33,19 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED})
 
-# Allowed moves. A status never goes back; COPYING may be re-entered by a retried copy.
+# Allowed moves. A status never goes back, with two deliberate, bounded exceptions that start a new
+# upstream export for the same window (each recorded in the history with its reason):
+# - EXPORTING → EXPORTING: the upstream export Failed and is created again;
+# - READY / COPYING → EXPORTING: the upstream export's files expired before the copy (a re-export).
+# COPYING may also be re-entered by a retried copy.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.REQUESTED: frozenset({JobStatus.EXPORTING, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.EXPORTING: frozenset(
-        {JobStatus.READY, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED}
+        {JobStatus.EXPORTING, JobStatus.READY, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED}
     ),
-    JobStatus.READY: frozenset({JobStatus.COPYING, JobStatus.FAILED, JobStatus.EXPIRED}),
+    JobStatus.READY: frozenset({JobStatus.EXPORTING, JobStatus.COPYING, JobStatus.FAILED, JobStatus.EXPIRED}),
     JobStatus.COPYING: frozenset(
-        {JobStatus.COPYING, JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED}
+        {JobStatus.EXPORTING, JobStatus.COPYING, JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED}
     ),
     JobStatus.DELIVERED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -100,6 +104,10 @@ class Job(BaseModel):
     dataset: str
     definition: dict[str, Any]
     window: Window
+    # The end the definition is catching up to (the schedule's time): when the window had to be
+    # capped below it, delivering this job starts the next window at once.
+    until: AwareDatetime | None = None
+    moves_watermark: bool = True  # False for a one-off re-run of an explicit window
     status: JobStatus
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -109,6 +117,8 @@ class Job(BaseModel):
     upstream_state: str | None = None
     result_urls: list[str] = Field(default_factory=list)
     poll_attempts: int = 0
+    recreates: int = 0  # upstream exports created again after the upstream reported Failed
+    reexports: int = 0  # upstream exports created again after their files expired uncopied
     execution_arn: str | None = None
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)

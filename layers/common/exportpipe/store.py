@@ -202,7 +202,7 @@ class JobStore:
 
     def settle(self, job: Job) -> None:
         """After a terminal status: advance the watermark (if delivered) and release the lease."""
-        if job.status is JobStatus.DELIVERED:
+        if job.status is JobStatus.DELIVERED and job.moves_watermark:
             end = job.window.end.isoformat()
             try:
                 self._db.update_item(
@@ -215,13 +215,17 @@ class JobStore:
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
+        self.release_lease(job.definition_name, job.job_id)
+
+    def release_lease(self, definition_name: str, job_id: str) -> None:
+        """Free the definition for its next export, if ``job_id`` still holds it."""
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=_to_item({"pk": f"DEF#{job.definition_name}"}),
+                Key=_to_item({"pk": f"DEF#{definition_name}"}),
                 UpdateExpression="REMOVE active_job, active_since",
                 ConditionExpression="active_job = :j",
-                ExpressionAttributeValues=_to_item({":j": job.job_id}),
+                ExpressionAttributeValues=_to_item({":j": job_id}),
             )
         except ClientError as exc:
             if not _conditional_failed(exc):

@@ -75,6 +75,8 @@ LOCAL_PARAMETERS = {
     "PollMaxSeconds": "2",
     "PollMaxAttempts": "30",
     "CopyPartSizeMiB": "5",
+    "RateLimitWaitSeconds": "1",
+    "UpstreamBackoffSeconds": "0.1",
 }
 
 # Template parameter that receives each sandbox's secret ARN.
@@ -296,10 +298,11 @@ class LocalStack:
                 self.refs[logical_id] = base
                 attrs[(logical_id, "Arn")] = arn
             elif kind == "AWS::Serverless::StateMachine":
-                arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{base}"
+                name = name_resolver.resolve(props.get("Name", base))
+                arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
                 self.refs[logical_id] = arn
                 attrs[(logical_id, "Arn")] = arn
-                attrs[(logical_id, "Name")] = base
+                attrs[(logical_id, "Name")] = name
             elif kind == "AWS::DynamoDB::Table":
                 name = name_resolver.resolve(props.get("TableName", base))
                 self.refs[logical_id] = name

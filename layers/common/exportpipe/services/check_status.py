@@ -1,8 +1,9 @@
 """check_status: one turn of the poll workflow's wait loop, and the workflow's failure recorder.
 
 Returns what the state machine's Choice reads: ``status`` (the job's), ``attempt``, ``max_attempts``
-and ``wait_seconds`` (a growing backoff for the next Wait, from ``POLL_BASE_SECONDS`` doubling up to
-``POLL_MAX_SECONDS``).
+and ``wait_seconds`` (a growing backoff for the next Wait). A rate-limit refusal waits
+``RATE_LIMIT_WAIT_SECONDS`` and does not count as an attempt; an upstream export that Failed or
+expired is created again (bounded) before the job gives up.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportpipe.config import Settings
-from exportpipe.errors import UpstreamError, UpstreamUnavailableError
+from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.jobs import Job, JobStatus
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
-from exportpipe.services.common import end_unsuccessfully, parse_event
-from exportpipe.sources.base import UpstreamState
+from exportpipe.services.common import (
+    answer,
+    backoff_seconds,
+    end_unsuccessfully,
+    parse_event,
+    recreate_upstream,
+)
+from exportpipe.sources.base import UpstreamExport, UpstreamState
 
 
 class WorkflowError(BaseModel):
@@ -38,20 +44,6 @@ class CheckStatusEvent(BaseModel):
     error: WorkflowError | None = None
 
 
-def backoff_seconds(attempt: int, settings: Settings) -> int:
-    return int(min(settings.poll_base_seconds * 2 ** max(attempt - 1, 0), settings.poll_max_seconds))
-
-
-def _answer(job: Job, attempt: int, settings: Settings, wait: int = 0) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "attempt": attempt,
-        "max_attempts": settings.poll_max_attempts,
-        "wait_seconds": wait,
-    }
-
-
 def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CheckStatusEvent, event)
     settings = deps.settings
@@ -63,16 +55,18 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     attempt = request.attempt + 1
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
-        return _answer(job, request.attempt, settings)
+        return answer(job, request.attempt, settings)
     if attempt > settings.poll_max_attempts:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"export not ready after {settings.poll_max_attempts} checks"
         )
-        return _answer(job, attempt, settings)
+        return answer(job, attempt, settings)
 
     client = deps.client_for(job.source)
     try:
         upstream = client.get_export(str(job.upstream_id))
+    except UpstreamRateLimitedError as exc:
+        return _wait_out_limit(deps, job, request.attempt, exc)
     except UpstreamUnavailableError as exc:
         logger.warning("upstream unavailable while polling; will check again", error=str(exc))
         job = deps.store.update(
@@ -80,12 +74,12 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
             JobStatus.EXPORTING,
             {"poll_attempts": attempt, "upstream_state": f"unavailable: {exc}"},
         )
-        return _answer(job, attempt, settings, backoff_seconds(attempt, settings))
+        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
     except UpstreamError as exc:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"reading the upstream export failed: {exc}"
         )
-        return _answer(job, attempt, settings)
+        return answer(job, attempt, settings)
     finally:
         client.close()
 
@@ -93,7 +87,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
         job = deps.store.update(
             job.job_id, JobStatus.EXPORTING, {"poll_attempts": attempt, "upstream_state": upstream.raw_state}
         )
-        return _answer(job, attempt, settings, backoff_seconds(attempt, settings))
+        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
     if upstream.state is UpstreamState.READY:
         job = deps.store.transition(
             job.job_id,
@@ -105,16 +99,48 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
             },
         )
         logger.info("upstream export ready", files=len(upstream.result_urls))
-        return _answer(job, attempt, settings)
-    target = {
-        UpstreamState.FAILED: JobStatus.FAILED,
-        UpstreamState.CANCELED: JobStatus.CANCELED,
-        UpstreamState.EXPIRED: JobStatus.EXPIRED,
-    }[upstream.state]
-    job = end_unsuccessfully(
-        deps, job.job_id, target, f"upstream export {upstream.upstream_id} is {upstream.raw_state}"
+        return answer(job, attempt, settings)
+    if upstream.state is UpstreamState.CANCELED:
+        job = end_unsuccessfully(
+            deps, job.job_id, JobStatus.CANCELED, f"upstream export {upstream.upstream_id} was canceled"
+        )
+        return answer(job, attempt, settings)
+    return _start_over(deps, job, upstream, attempt)
+
+
+def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
+    """The upstream export Failed or expired uncopied: create it again, or give up when used up."""
+    settings = deps.settings
+    expired = upstream.state is UpstreamState.EXPIRED
+    why = (
+        f"upstream export {upstream.upstream_id} expired before it was copied"
+        if expired
+        else f"upstream export {upstream.upstream_id} is {upstream.raw_state}"
     )
-    return _answer(job, attempt, settings)
+    try:
+        again = recreate_upstream(deps, job, why=why, counter="reexports" if expired else "recreates")
+    except UpstreamRateLimitedError as exc:
+        return _wait_out_limit(deps, job, attempt - 1, exc)
+    except UpstreamUnavailableError:
+        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
+    if again is not None:
+        return answer(again, 0, settings, settings.poll_base_seconds)
+    tries = (job.reexports if expired else job.recreates) + 1
+    job = end_unsuccessfully(
+        deps,
+        job.job_id,
+        JobStatus.EXPIRED if expired else JobStatus.FAILED,
+        f"{why}; gave up after {tries} upstream export(s)",
+    )
+    return answer(job, attempt, settings)
+
+
+def _wait_out_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+    """A rate-limit refusal: wait it out without counting the attempt."""
+    wait = max(exc.retry_after, backoff_seconds(attempt + 1, deps.settings))
+    logger.warning("upstream rate limit; waiting before the next check", error=str(exc), wait_seconds=wait)
+    job = deps.store.update(job.job_id, JobStatus.EXPORTING, {"upstream_state": f"rate limited: {exc}"})
+    return answer(job, attempt, deps.settings, wait)
 
 
 def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> dict[str, Any]:
@@ -129,4 +155,4 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
         pass
     status = JobStatus.EXPIRED if error_type == "ExportExpiredError" else JobStatus.FAILED
     job = end_unsuccessfully(deps, job_id, status, f"{error_type}: {message}"[:1000])
-    return _answer(job, attempt, deps.settings)
+    return answer(job, attempt, deps.settings)

@@ -1,4 +1,10 @@
-"""copy_result: stream every result file into S3, then the manifest, then DELIVERED, then the event."""
+"""copy_result: stream every result file into S3, then the manifest, then DELIVERED, then the event.
+
+If the upstream's files expired before the copy, the export is created again (a re-export, bounded)
+and the job goes back to EXPORTING. A rate-limit refusal answers COPYING with a wait, so the workflow
+waits it out instead of failing. When the job's window had to stop short of its ``until`` (a
+backfill or a catch-up), delivering it starts the next window at once.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from exportpipe.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.definitions import parse_definition
-from exportpipe.errors import ExportExpiredError, TransitionError, UpstreamError, UpstreamUnavailableError
+from exportpipe.errors import (
+    ExportExpiredError,
+    ExportPipeError,
+    TransitionError,
+    UpstreamError,
+    UpstreamRateLimitedError,
+    UpstreamUnavailableError,
+)
 from exportpipe.jobs import Job, JobStatus, ResultFile
 from exportpipe.layout import Manifest, export_prefix, manifest_key, part_key
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.services.common import parse_event
+from exportpipe.services.common import answer, parse_event, recreate_upstream
+from exportpipe.services.start_export import start_export
 from exportpipe.sources.base import SourceClient, UpstreamState
 
 
@@ -25,17 +39,17 @@ class CopyResultEvent(BaseModel):
 
 def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CopyResultEvent, event)
+    settings = deps.settings
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
     if job.status is JobStatus.DELIVERED:
         _announce(deps, job)  # a retried copy after the manifest: only the event may be missing
-        return _answer(job)
+        return _delivered(job, deps)
     if job.status not in (JobStatus.READY, JobStatus.COPYING):
         raise TransitionError(job.job_id, job.status.value, JobStatus.COPYING)
     job = deps.store.transition(job.job_id, JobStatus.COPYING)
 
     definition = parse_definition(job.definition)
-    settings = deps.settings
     folder = export_prefix(settings.results_prefix, job)
     tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
     client = deps.client_for(job.source)
@@ -51,6 +65,14 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
             timezone=client.files_timezone(definition),
             delivered_at=deps.clock(),
         )
+    except UpstreamRateLimitedError as exc:
+        logger.warning("rate limited while copying; will copy again after a wait", error=str(exc))
+        return answer(job, 0, settings, exc.retry_after)
+    except ExportExpiredError as exc:
+        again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
+        if again is None:
+            raise
+        return answer(again, 0, settings, settings.poll_base_seconds)
     finally:
         client.close()
 
@@ -72,7 +94,7 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     metrics.add_metric(name="BytesDelivered", unit="Bytes", value=manifest.totals.bytes)
     logger.info("export delivered", manifest_key=key, files=len(files), bytes=manifest.totals.bytes)
     _announce(deps, job, manifest)
-    return _answer(job)
+    return _delivered(job, deps, next_job=_continue(deps, job))
 
 
 def _copy_one(
@@ -101,6 +123,19 @@ def _copy_one(
         raise
 
 
+def _continue(deps: Deps, job: Job) -> str | None:
+    """Start the next window now if this one stopped short of the job's ``until``."""
+    if job.until is None or job.window.end >= job.until or not job.moves_watermark:
+        return None
+    try:
+        result = start_export({"definition": job.definition, "until": job.until.isoformat()}, deps)
+    except ExportPipeError as exc:  # the next schedule tick continues anyway
+        logger.warning("could not start the next window", error=str(exc))
+        return None
+    logger.info("next window started", next_job=result.get("job_id"), status=result.get("status"))
+    return str(result.get("job_id")) if result.get("job_id") else None
+
+
 def _announce(deps: Deps, job: Job, manifest: Manifest | None = None) -> None:
     if job.event_sent or job.manifest_key is None:
         return
@@ -111,10 +146,7 @@ def _announce(deps: Deps, job: Job, manifest: Manifest | None = None) -> None:
     deps.store.update(job.job_id, JobStatus.DELIVERED, {"event_sent": True})
 
 
-def _answer(job: Job) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "manifest_key": job.manifest_key,
-        "files": len(job.files),
-    }
+def _delivered(job: Job, deps: Deps, next_job: str | None = None) -> dict[str, Any]:
+    return answer(
+        job, 0, deps.settings, manifest_key=job.manifest_key, files=len(job.files), next_job_id=next_job
+    )

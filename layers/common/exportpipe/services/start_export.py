@@ -1,34 +1,54 @@
 """start_export: validate the definition, plan the window, record the job, create the upstream export,
-and start the poll workflow. Re-delivered schedule events find the job they already started."""
+and start the poll workflow.
+
+Exactly once: the job id is derived from (definition, window), so a re-delivered schedule event finds
+the job it already started; one export per definition is in flight at a time, so windows never
+overlap; a window is only left behind by delivering it, so none is skipped. A transient refusal to
+create the export (rate limit, outage) leaves the job REQUESTED: the next delivery or schedule tick
+resumes that same job instead of opening a new window.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from exportpipe.definitions import PardotDefinition, Window, parse_definition
-from exportpipe.errors import ExportPipeError
+from exportpipe.errors import ExportPipeError, InvalidDefinitionError, UpstreamUnavailableError
 from exportpipe.jobs import Job, JobStatus, Transition, job_id_for
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.common import end_unsuccessfully, parse_event
-from exportpipe.store import STALE_CLAIM, upstream_ref
+from exportpipe.store import upstream_ref
+
+UNCLAIMED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class StartExportEvent(BaseModel):
     """What a schedule delivers: the definition and the scheduled time (``<aws.scheduler.scheduled-time>``).
 
-    ``window`` may be given instead to export one explicit range (a re-run or a backfill step).
+    - ``until`` (or ``scheduled_time``): export up to this moment, from the definition's watermark (or
+      ``start``). Longer than one window allows, it is covered by consecutive jobs: each delivery
+      starts the next window at once (a backfill).
+    - ``window``: export exactly this range once (a re-run); it must fit in one export, and it does
+      not move the definition's watermark (incremental runs go on from where they were).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     definition: dict[str, Any]
     scheduled_time: AwareDatetime | None = None
+    until: AwareDatetime | None = None
     window: Window | None = None
+
+    @model_validator(mode="after")
+    def _one_end(self) -> StartExportEvent:
+        if self.window is not None and (self.until is not None or self.scheduled_time is not None):
+            raise ValueError("give either window, or until / scheduled_time, not both")
+        return self
 
 
 def plan_window(definition: PardotDefinition, watermark: datetime | None, until: datetime) -> Window | None:
@@ -45,9 +65,16 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(StartExportEvent, event)
     definition = parse_definition(request.definition)  # fails before any upstream call
     store = deps.store
-    window = request.window or plan_window(
-        definition, store.watermark(definition.name), request.scheduled_time or deps.clock()
-    )
+    until = (request.until or request.scheduled_time or deps.clock()).replace(second=0, microsecond=0)
+    if request.window is not None:
+        window: Window | None = request.window
+        if request.window.length > definition.max_window:
+            raise InvalidDefinitionError(
+                [("window", f"longer than {definition.max_window.days} days; give until instead to backfill")]
+            )
+        until = request.window.end
+    else:
+        window = plan_window(definition, store.watermark(definition.name), until)
     if window is None:
         logger.info("definition is up to date; nothing to export", definition=definition.name)
         return {"status": "UP_TO_DATE", "definition": definition.name}
@@ -60,6 +87,8 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
         dataset=definition.dataset_name,
         definition=definition.model_dump(mode="json"),
         window=window,
+        until=max(until, window.end),
+        moves_watermark=request.window is None,
         status=JobStatus.REQUESTED,
         created_at=now,
         updated_at=now,
@@ -68,15 +97,12 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     logger.append_keys(job_id=job.job_id, definition=definition.name)
     outcome = store.create(job)
     if outcome.result == "busy":
-        if not _reclaim_lease(deps, outcome.active_job_id):
-            logger.info("another export of this definition is in flight", active_job=outcome.active_job_id)
-            return {
-                "status": "SKIPPED",
-                "reason": f"job {outcome.active_job_id} is in flight",
-                "job_id": job.job_id,
-            }
+        resumed = _take_over(deps, definition.name, outcome.active_job_id)
+        if resumed is not None:
+            return resumed
         outcome = store.create(job)
         if outcome.result == "busy":
+            logger.info("another export of this definition is in flight", active_job=outcome.active_job_id)
             return {
                 "status": "SKIPPED",
                 "reason": f"job {outcome.active_job_id} is in flight",
@@ -84,31 +110,33 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
             }
     if outcome.result == "exists" and outcome.job is not None:
         existing = outcome.job
-        resumed = store.claim_stale(existing.job_id) if existing.status is JobStatus.REQUESTED else None
-        if resumed is None:
+        claimed = deps.store.claim_stale(existing.job_id) if existing.status is JobStatus.REQUESTED else None
+        if claimed is None:
             logger.info("duplicate schedule event: job already started", status=existing.status.value)
             return {"job_id": existing.job_id, "status": existing.status.value, "duplicate": True}
-        job = resumed
+        job = claimed
     metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
-    return _create_upstream(deps, job, definition)
+    return _create_upstream(deps, job, parse_definition(job.definition))
 
 
-def _reclaim_lease(deps: Deps, active_job_id: str | None) -> bool:
-    """Free a lease whose job has ended, or whose starter died before creating the export."""
+def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> dict[str, Any] | None:
+    """The definition's lease is held. Resume its job if it waits to be created (or its starter
+    died); free the lease if its job has ended. None when the new window may be tried again."""
     if not active_job_id:
-        return False
+        return None
     active = deps.store.find(active_job_id)
-    if active is None:
-        return False
+    if active is None:  # a lease whose job record is gone (expired by TTL): free it
+        deps.store.release_lease(definition_name, active_job_id)
+        return None
     if active.status.terminal:
         deps.store.settle(active)
-        return True
-    if active.status is JobStatus.REQUESTED and deps.clock() - active.updated_at > STALE_CLAIM:
-        end_unsuccessfully(
-            deps, active.job_id, JobStatus.FAILED, "start_export died before creating the export"
-        )
-        return True
-    return False
+        return None
+    if active.status is JobStatus.REQUESTED:
+        claimed = deps.store.claim_stale(active.job_id)
+        if claimed is not None:
+            logger.info("resuming a job that waits for its upstream export", resumed_job=claimed.job_id)
+            return _create_upstream(deps, claimed, parse_definition(claimed.definition))
+    return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
 
 
 def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict[str, Any]:
@@ -118,6 +146,14 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
             upstream = client.create_export(definition, job.window)
         finally:
             client.close()
+    except UpstreamUnavailableError as exc:
+        # Transient (rate limit, outage): keep the job and its lease; the next tick resumes it.
+        reason = f"waiting to create the upstream export: {exc}"
+        deps.store.update(
+            job.job_id, JobStatus.REQUESTED, {"reason": reason, "claimed_at": UNCLAIMED.isoformat()}
+        )
+        logger.warning("upstream export not created yet; will resume", reason=reason)
+        return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"creating the upstream export failed: {exc}"

@@ -31,6 +31,7 @@ from exportpipe.errors import (
     ConfigurationError,
     UpstreamAuthError,
     UpstreamError,
+    UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
 from exportpipe.http import host_of, make_session, open_download
@@ -92,6 +93,8 @@ class PardotClient:
         allowed_hosts: tuple[str, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
         concurrency_retries: int = 4,
+        backoff_seconds: float = 2.0,
+        rate_limit_wait: float = 1800.0,
     ) -> None:
         self._creds = credentials
         self._session = session or make_session()
@@ -99,6 +102,8 @@ class PardotClient:
         self._allowed = allowed_hosts
         self._sleep = sleep
         self._concurrency_retries = concurrency_retries
+        self._backoff = backoff_seconds
+        self._rate_limit_wait = rate_limit_wait
         self._base = credentials.base_url.rstrip("/")
         self._api_host = host_of(self._base)
         self._token_key = (credentials.token_url, credentials.client_id, credentials.username)
@@ -167,21 +172,10 @@ class PardotClient:
                 self._token(renew=True)
                 renewed = True
                 continue
-            if code == CONCURRENCY_CODE:
+            if code in (CONCURRENCY_CODE, DAILY_LIMIT_CODE):
                 busy += 1
-                if busy > self._concurrency_retries:
-                    raise UpstreamUnavailableError(
-                        f"Pardot concurrency limit (66) after {busy} tries",
-                        status=resp.status_code,
-                        code=code,
-                    )
-                self._sleep(min(2.0**busy, 30.0))
+                self._limit_backoff(code, busy, f"{method} {path}", resp.status_code)
                 continue
-            if code == DAILY_LIMIT_CODE:
-                # Retrying now would only burn the budget: give up and let the next attempt come later.
-                raise UpstreamUnavailableError(
-                    "Pardot daily API limit met (122)", status=resp.status_code, code=code
-                )
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise UpstreamUnavailableError(
                     f"Pardot {method} {path} answered {resp.status_code}: {body.get('message', '')}",
@@ -196,6 +190,28 @@ class PardotClient:
                     code=code,
                 )
             return body
+
+    def _limit_backoff(self, code: int, tries: int, what: str, status: int) -> None:
+        """Sleep before retrying a 66 (a few times, growing); give up at once on a 122.
+
+        A 122 means the business unit's daily allowance is spent: retrying before it resets only
+        adds refused calls, so the caller is told to come back after ``rate_limit_wait``.
+        """
+        if code == DAILY_LIMIT_CODE:
+            raise UpstreamRateLimitedError(
+                f"Pardot daily API limit met (122) on {what}",
+                status=status,
+                code=code,
+                retry_after=self._rate_limit_wait,
+            )
+        if tries > self._concurrency_retries:
+            raise UpstreamRateLimitedError(
+                f"Pardot concurrency limit (66) on {what} after {tries} tries",
+                status=status,
+                code=code,
+                retry_after=self._backoff * 2**tries,
+            )
+        self._sleep(min(self._backoff * 2 ** (tries - 1), 60.0))
 
     def create_export(self, definition: PardotDefinition, window: Window) -> UpstreamExport:
         body: dict[str, Any] = {
@@ -227,6 +243,7 @@ class PardotClient:
     @contextmanager
     def open_result(self, url: str) -> Iterator[ResultStream]:
         renewed = False
+        busy = 0
         while True:
             try:
                 resp = open_download(
@@ -238,9 +255,13 @@ class PardotClient:
                     timeout=self._timeout,
                 )
             except UpstreamError as exc:
-                if exc.status == 401 and not renewed:
+                if (exc.status == 401 or exc.code == EXPIRED_TOKEN_CODE) and not renewed:
                     self._token(renew=True)
                     renewed = True
+                    continue
+                if exc.code in (CONCURRENCY_CODE, DAILY_LIMIT_CODE):
+                    busy += 1
+                    self._limit_backoff(int(exc.code or 0), busy, "download", exc.status or 429)
                     continue
                 raise
             break

@@ -17,6 +17,10 @@ def build_client(source: str, settings: Settings, secrets_client: Any) -> Source
 
         creds = PardotCredentials.parse(read_secret_json(secrets_client, settings.pardot_secret_arn))
         return PardotClient(
-            creds, timeout=settings.http_timeout_seconds, allowed_hosts=settings.allowed_download_hosts
+            creds,
+            timeout=settings.http_timeout_seconds,
+            allowed_hosts=settings.allowed_download_hosts,
+            backoff_seconds=settings.upstream_backoff_seconds,
+            rate_limit_wait=settings.rate_limit_wait_seconds,
         )
     raise ConfigurationError(f"no client for source {source!r}")
