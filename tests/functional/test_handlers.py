@@ -4,6 +4,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -155,3 +156,45 @@ def test_webhook_route_answers_through_the_resolver(context: Ctx) -> None:
     response = webhook(load_event("webhook_advocate"), context("WebhookFunction"))
     assert response["statusCode"] == 404
     assert json.loads(response["body"]) == {"message": "no webhook receiver for source 'advocate'"}
+
+
+def test_files_expired_before_the_copy_are_exported_again(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    # GIVEN a job whose upstream export is READY
+    pardot.clock.freeze()
+    try:
+        started = start_export(_schedule_event("fn-expired"), context("StartExportFunction"))
+        pardot.clock.advance(2)
+        assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+        # WHEN eight days pass before the copy runs
+        pardot.clock.advance(timedelta(days=8))
+        answer = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+        # THEN the copy starts the export over instead of failing, and says so in the history
+        assert answer["status"] == "EXPORTING" and answer["attempt"] == 0 and answer["wait_seconds"] > 0
+        job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+        assert job.reexports == 1 and job.upstream_id != started["upstream_id"]
+        assert [t.status for t in job.history][-3:] == [
+            JobStatus.READY,
+            JobStatus.COPYING,
+            JobStatus.EXPORTING,
+        ]
+        assert "expired before it was copied" in (job.history[-1].reason or "")
+        # AND the new export is copied completely once it is ready
+        pardot.clock.advance(2)
+        assert _until_ready(stack, job.job_id, context)["status"] == "READY"
+        delivered = copy_result({"job_id": job.job_id}, context("CopyResultFunction"))
+        assert delivered["status"] == "DELIVERED"
+    finally:
+        pardot.clock.unfreeze()
+
+
+def test_a_daily_limit_while_copying_waits_instead_of_failing(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    started = start_export(_schedule_event("fn-copy-122"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    pardot.force_error(122, times=1)
+    answer = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert answer["status"] == "COPYING" and answer["wait_seconds"] >= 1  # the workflow waits, then copies
+    assert copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))["status"] == "DELIVERED"
