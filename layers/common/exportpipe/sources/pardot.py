@@ -8,9 +8,12 @@ Tolerances for what the public record leaves open (see the sandbox's docstring f
 create answers 200 or 201; the export may come bare or wrapped in ``{"export": {...}}``; ``id`` may
 be a number or a string; ``resultRefs`` may be absent, a string or an array.
 
-Window arguments: the docs say a procedure selects records "greater than ``*_after`` and less than
-``*_before``" (seconds resolution), so the window [start, end) is sent as after = start − 1 s,
-before = end, in the user's timezone with an explicit offset.
+Window arguments: the v5 page says a procedure selects records "greater than ``*_after`` and less
+than ``*_before``"; the later v4 page says "equal or greater than ... less than or equal to". Dates
+have whole-second resolution, so the half-open window [start, end) is sent as after = start − 1 s,
+before = end under the first reading (the default), and as after = start, before = end − 1 s under
+the second (``window_bounds: "inclusive"`` in the secret). Either way consecutive windows neither
+overlap nor leave a gap. Values carry the user's timezone as an explicit offset.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import requests
@@ -64,6 +67,7 @@ class PardotCredentials(BaseModel):
     refresh_token: str | None = None
     business_unit_id: str = Field(pattern=r"^0Uv[A-Za-z0-9]{15}$")
     base_url: str = "https://pi.pardot.com"
+    window_bounds: Literal["exclusive", "inclusive"] = "exclusive"
 
     @classmethod
     def parse(cls, value: dict[str, Any]) -> PardotCredentials:
@@ -228,11 +232,14 @@ class PardotClient:
     def get_export(self, upstream_id: str) -> UpstreamExport:
         return _export(self._call("GET", f"/api/v5/exports/{upstream_id}"))
 
-    @staticmethod
-    def window_arguments(definition: PardotDefinition, window: Window) -> dict[str, Any]:
+    def window_arguments(self, definition: PardotDefinition, window: Window) -> dict[str, Any]:
         zone = ZoneInfo(definition.timezone)
-        after = (window.start - timedelta(seconds=1)).astimezone(zone)
-        before = window.end.astimezone(zone)
+        second = timedelta(seconds=1)
+        if self._creds.window_bounds == "inclusive":
+            after, before = window.start, window.end - second
+        else:
+            after, before = window.start - second, window.end
+        after, before = after.astimezone(zone), before.astimezone(zone)
         spec = definition.spec
         return {
             **definition.arguments,
