@@ -43,6 +43,13 @@ def run_demo(output: str, *, timeout: float = 180.0) -> int:
                 job_ids.append(result["job_id"])
         jobs = _follow(stack, store, job_ids, timeout)
         summary = _summarise(stack, jobs, out)
+        _say("\nwhat a consumer subscribed to the export bus received:")
+        for event in stack.consumer_events(wait_seconds=1):
+            detail = event["detail"]
+            _say(
+                f"  {event['detail-type']:<16} {detail['job_id']}  "
+                + (detail.get("manifest_uri") or f"{detail.get('status')}: {detail.get('reason')}")
+            )
     ok = bool(jobs) and all(j["status"] == JobStatus.DELIVERED.value and j["verified"] for j in summary)
     _say(
         f"\n{'OK' if ok else 'FAILED'}: {sum(j['status'] == 'DELIVERED' for j in summary)}/{len(summary)} "
