@@ -1,10 +1,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from exportpipe.local import LocalStack
+    from exportpipe.sandbox.pardot import PardotSandbox
+
+# The sandbox settings tests change; each test gets them back as they were.
+PARDOT_KNOBS = (
+    "redirect_downloads",
+    "truncate_downloads",
+    "file_count",
+    "record_fill",
+    "processing_seconds",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -20,3 +34,17 @@ def load_event(name: str, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+def pardot_of(stack: LocalStack) -> Iterator[PardotSandbox]:
+    """The stack's Pardot sandbox; after the test its knobs and clock are as they were."""
+    from exportpipe.sandbox.pardot import PardotSandbox
+
+    sandbox = stack.sandboxes["pardot"]
+    assert isinstance(sandbox, PardotSandbox)
+    saved = {name: getattr(sandbox, name) for name in PARDOT_KNOBS}
+    yield sandbox
+    for name, value in saved.items():
+        setattr(sandbox, name, value)
+    if sandbox.clock.frozen:
+        sandbox.clock.unfreeze()

@@ -9,6 +9,7 @@ import pytest
 
 from exportpipe.local import LocalStack
 from exportpipe.sandbox.pardot import PardotSandbox
+from tests.conftest import pardot_of
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,4 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def pardot(stack: LocalStack) -> Iterator[PardotSandbox]:
-    sandbox = stack.sandboxes["pardot"]
-    assert isinstance(sandbox, PardotSandbox)
-    yield sandbox
-    sandbox.redirect_downloads = False
-    sandbox.truncate_downloads = False
-    sandbox.file_count = None
-    sandbox.record_fill = 0.75
+    yield from pardot_of(stack)

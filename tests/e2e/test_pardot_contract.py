@@ -36,16 +36,6 @@ def stack() -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture
-def pardot(stack: LocalStack) -> Iterator[PardotSandbox]:
-    sandbox = stack.sandboxes["pardot"]
-    assert isinstance(sandbox, PardotSandbox)
-    yield sandbox
-    sandbox.processing_seconds = 0.3
-    if sandbox.clock.frozen:
-        sandbox.clock.unfreeze()
-
-
 def _store(stack: LocalStack) -> JobStore:
     return JobStore(stack.client("dynamodb"), stack.table)
 

@@ -11,6 +11,7 @@ import pytest
 from exportpipe.local import LocalStack
 from exportpipe.local.bridge import LambdaContext
 from exportpipe.sandbox.pardot import PardotSandbox
+from tests.conftest import pardot_of
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +23,7 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def pardot(stack: LocalStack) -> Iterator[PardotSandbox]:
-    sandbox = stack.sandboxes["pardot"]
-    assert isinstance(sandbox, PardotSandbox)
-    yield sandbox
-    sandbox.redirect_downloads = False
-    sandbox.truncate_downloads = False
-    sandbox.file_count = None
+    yield from pardot_of(stack)
 
 
 @pytest.fixture

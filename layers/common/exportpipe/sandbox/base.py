@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -217,7 +218,7 @@ class LogEntry:
     host: str
 
 
-class Sandbox:
+class Sandbox(ABC):
     """Base class of the source sandboxes.
 
     Subclasses set ``source`` and implement :meth:`handle` and :meth:`credentials`. The server calls
@@ -235,13 +236,13 @@ class Sandbox:
 
     # ---- to implement ----------------------------------------------------------------------------
 
+    @abstractmethod
     def handle(self, request: Request) -> Response:
         """Answer one request."""
-        raise NotImplementedError
 
+    @abstractmethod
     def credentials(self) -> dict[str, str]:
         """The credentials a client needs (may refer to :attr:`base_url`)."""
-        raise NotImplementedError
 
     # ---- provided --------------------------------------------------------------------------------
 
