@@ -4,8 +4,9 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -128,6 +129,8 @@ def test_check_then_copy_delivers_every_row(stack: LocalStack, pardot: PardotSan
     expected = pardot.expected_csv_rows_for_export(int(started["upstream_id"]))
     assert manifest["totals"]["records"] == len(expected) > 0
     assert manifest["timezone"] == "America/New_York"
+    created = datetime.fromisoformat(manifest["upstream_created_at"])  # as Pardot wrote it: the user's zone
+    assert created.utcoffset() == created.astimezone(ZoneInfo("America/New_York")).utcoffset()
     assert manifest["window"] == started["window"]
     for f in manifest["files"]:
         body = s3.get_object(Bucket=stack.bucket, Key=f["key"])["Body"].read()

@@ -115,6 +115,7 @@ class Job(BaseModel):
     reason: str | None = None
     upstream_id: str | None = None
     upstream_state: str | None = None
+    upstream_created_at: str | None = None
     result_urls: list[str] = Field(default_factory=list)
     poll_attempts: int = 0
     recreates: int = 0  # upstream exports created again after the upstream reported Failed

@@ -59,6 +59,9 @@ class Manifest(BaseModel):
     upstream_id: str | None
     format: str
     timezone: str | None = None  # timezone of dates inside the files, where the source says
+    # when the upstream export was created, as the upstream wrote it: Pardot writes it in the
+    # exporting user's timezone, so its offset shows the zone the files' dates are in
+    upstream_created_at: str | None = None
     files: list[ResultFile]
     totals: Totals
     delivered_at: AwareDatetime
@@ -84,6 +87,7 @@ class Manifest(BaseModel):
             upstream_id=job.upstream_id,
             format=fmt,
             timezone=timezone,
+            upstream_created_at=job.upstream_created_at,
             files=files,
             totals=Totals(files=len(files), bytes=sum(f.bytes for f in files), records=records),
             delivered_at=delivered_at,

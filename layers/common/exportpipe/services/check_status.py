@@ -96,6 +96,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
                 "poll_attempts": attempt,
                 "upstream_state": upstream.raw_state,
                 "result_urls": upstream.result_urls,
+                "upstream_created_at": upstream.created_at,
             },
         )
         logger.info("upstream export ready", files=len(upstream.result_urls))

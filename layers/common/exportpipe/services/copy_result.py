@@ -8,7 +8,9 @@ backfill or a catch-up), delivering it starts the next window at once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +78,7 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     finally:
         client.close()
 
+    _check_timezone(job, manifest.timezone)
     key = manifest_key(folder)
     deps.s3.put_object(
         Bucket=settings.results_bucket,
@@ -121,6 +124,24 @@ def _copy_one(
                 f"upstream export {job.upstream_id} expired before it was copied"
             ) from exc
         raise
+
+
+def _check_timezone(job: Job, declared: str | None) -> None:
+    """Warn when the upstream wrote its timestamps at another offset than the declared timezone's."""
+    if not declared or not job.upstream_created_at:
+        return
+    try:
+        created = datetime.fromisoformat(job.upstream_created_at)
+    except ValueError:
+        return
+    expected = created.astimezone(ZoneInfo(declared)).utcoffset()
+    if created.utcoffset() is not None and created.utcoffset() != expected:
+        logger.warning(
+            "the definition's timezone does not match the exporting user's: dates in the files are at "
+            "the offset of upstream_created_at",
+            declared=declared,
+            upstream_created_at=job.upstream_created_at,
+        )
 
 
 def _continue(deps: Deps, job: Job) -> str | None:

@@ -26,6 +26,7 @@ class UpstreamExport:
     raw_state: str
     result_urls: list[str] = field(default_factory=list)
     detail: str | None = None
+    created_at: str | None = None  # as the upstream wrote it (Pardot: in the user's timezone, with offset)
 
 
 @dataclass(frozen=True)

@@ -310,4 +310,11 @@ def _export(body: dict[str, Any]) -> UpstreamExport:
     if data.get("isExpired") is True:
         state = UpstreamState.EXPIRED
         urls = []
-    return UpstreamExport(upstream_id=str(data["id"]), state=state, raw_state=raw, result_urls=urls)
+    created = data.get("createdAt")
+    return UpstreamExport(
+        upstream_id=str(data["id"]),
+        state=state,
+        raw_state=raw,
+        result_urls=urls,
+        created_at=str(created) if created else None,
+    )
