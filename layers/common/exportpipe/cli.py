@@ -71,7 +71,7 @@ def _run_local() -> int:
             "schedules": sorted(stack.schedules),
             "sandboxes": {name: stack.sandbox_url(name) for name in stack.sandboxes},
         }
-        print(json.dumps(info, indent=2), flush=True)
+        print(json.dumps(info), flush=True)  # one line, like the sandboxes' handshake
         print("local stack running; Ctrl-C to stop", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
