@@ -201,6 +201,8 @@ def test_redirected_downloads_never_carry_upstream_credentials(
     storage = [e for e in pardot.request_log if e.path.startswith("/storage/")]
     assert storage and all(e.status == 200 for e in storage)
     assert not [e for e in storage if "Authorization" in e.headers or "Pardot-Business-Unit-Id" in e.headers]
+    # and asked for the bytes as stored, so Content-Length can tell a truncated body
+    assert all(e.headers.get("Accept-Encoding") == "identity" for e in storage)
     job = _store(stack).get(started["job_id"])
     assert job.manifest_key is not None
     _, rows = _landed(stack, job.manifest_key)

@@ -201,3 +201,106 @@ def test_a_daily_limit_while_copying_waits_instead_of_failing(
     answer = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
     assert answer["status"] == "COPYING" and answer["wait_seconds"] >= 1  # the workflow waits, then copies
     assert copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))["status"] == "DELIVERED"
+
+
+# ---- regressions: crash windows and stuck leases ------------------------------------------------
+
+
+def _store(stack: LocalStack) -> JobStore:
+    return JobStore(stack.client("dynamodb"), stack.table)
+
+
+def _deliver(stack: LocalStack, job_id: str, context: Ctx) -> dict[str, Any]:
+    assert _until_ready(stack, job_id, context)["status"] == "READY"
+    return copy_result({"job_id": job_id}, context("CopyResultFunction"))
+
+
+def test_a_tick_after_an_unsettled_delivery_starts_where_it_ended(
+    stack: LocalStack, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a delivery that died before it moved the watermark and freed the lease
+    first = start_export(_schedule_event("fn-unsettled"), context("StartExportFunction"))
+    monkeypatch.setattr(JobStore, "settle", lambda self, job: None)
+    with pytest.raises(AttributeError):  # ... and before it could announce itself
+        monkeypatch.setattr("exportpipe.services.delivery.after_delivery", _boom)
+        _deliver(stack, first["job_id"], context)
+    monkeypatch.undo()
+    assert _store(stack).get(first["job_id"]).status is JobStatus.DELIVERED
+    # WHEN the next tick comes THEN its window starts where the delivered one ended: no overlap
+    later = {**_schedule_event("fn-unsettled"), "scheduled_time": "2026-11-25T06:20:00Z"}
+    second = start_export(later, context("StartExportFunction"))
+    assert second["status"] == "EXPORTING"
+    assert second["window"] == {"start": first["window"]["end"], "end": "2026-11-25T06:20:00Z"}
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise AttributeError("simulated crash")
+
+
+def test_a_manifest_written_before_a_crash_is_a_delivery(
+    stack: LocalStack, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a copy that wrote the manifest, then died before recording DELIVERED
+    started = start_export(_schedule_event("fn-committed"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    real = JobStore.transition
+
+    def crash_on_delivered(self: JobStore, job_id: str, target: JobStatus, **kw: Any) -> Any:
+        if target is JobStatus.DELIVERED:
+            raise RuntimeError("simulated crash after the manifest")
+        return real(self, job_id, target, **kw)
+
+    monkeypatch.setattr(JobStore, "transition", crash_on_delivered)
+    with pytest.raises(RuntimeError):
+        copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    monkeypatch.undo()
+    # WHEN the workflow's failure recorder runs THEN it finishes the delivery instead of failing it
+    event = {**load_event("check_status_failure"), "job_id": started["job_id"]}
+    assert check_status(event, context("CheckStatusFunction"))["status"] == "DELIVERED"
+    job = _store(stack).get(started["job_id"])
+    assert job.status is JobStatus.DELIVERED and job.event_sent
+    assert _store(stack).watermark("fn-committed") == job.window.end
+    delivered = [e for e in stack.consumer_events(wait_seconds=2) if e["detail"]["job_id"] == job.job_id]
+    assert [e["detail-type"] for e in delivered] == ["Export Delivered"]
+
+
+def test_a_failed_copy_leaves_no_parts_behind(stack: LocalStack, pardot: PardotSandbox, context: Ctx) -> None:
+    pardot.file_count = 3
+    started = start_export(_schedule_event("fn-partial"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    pardot.truncate_downloads = True
+    with pytest.raises(Exception, match=r"ended after|broke"):
+        copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    event = {**load_event("check_status_failure"), "job_id": started["job_id"]}
+    assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
+    s3 = stack.client("s3")
+    prefix = f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={started['job_id']}/"
+    assert not s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("Contents")
+
+
+def test_a_dead_workflow_is_restarted_by_the_next_tick(stack: LocalStack, context: Ctx) -> None:
+    first = start_export(_schedule_event("fn-dead-workflow"), context("StartExportFunction"))
+    sfn = stack.client("stepfunctions")
+    sfn.stop_execution(executionArn=first["execution_arn"], error="Aborted", cause="operator")
+    later = {**_schedule_event("fn-dead-workflow"), "scheduled_time": "2026-11-25T06:20:00Z"}
+    second = start_export(later, context("StartExportFunction"))
+    assert second["status"] == "SKIPPED" and second["job_id"] == first["job_id"]
+    job = _store(stack).get(first["job_id"])
+    assert job.workflow_restarts == 1 and job.execution_arn and job.execution_arn.endswith("-r1")
+    assert sfn.describe_execution(executionArn=job.execution_arn)["status"] == "RUNNING"
+    # a duplicate of the first event does not start a third workflow
+    start_export(_schedule_event("fn-dead-workflow"), context("StartExportFunction"))
+    assert _store(stack).get(first["job_id"]).workflow_restarts == 1
+
+
+def test_a_window_whose_export_failed_gets_another_attempt(pardot: PardotSandbox, context: Ctx) -> None:
+    event = {**load_event("start_export_backfill")}
+    event["definition"] = {**event["definition"], "name": "fn-retry-window"}
+    pardot.fail_requests(status=400, times=1, path_prefix="/api/v5/exports")
+    first = start_export(event, context("StartExportFunction"))
+    assert first["status"] == "FAILED"
+    second = start_export(event, context("StartExportFunction"))
+    assert second["status"] == "EXPORTING" and second["job_id"] == first["job_id"] + "-a2"
+    assert second["window"] == event["window"]
+    third = start_export(event, context("StartExportFunction"))  # a duplicate of the retry
+    assert third == {"job_id": second["job_id"], "status": "EXPORTING", "duplicate": True}

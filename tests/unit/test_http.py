@@ -25,9 +25,19 @@ def test_allow_list_matches_hosts_and_subdomains() -> None:
 )
 def test_unsafe_result_urls_are_refused(url: str, message: str) -> None:
     with pytest.raises(UnsafeDownloadError, match=message):
-        _check_url(url, "pi.pardot.com", ("*.salesforce.com",))
+        _check_url(url, frozenset({"pi.pardot.com"}), ("*.salesforce.com",))
 
 
 def test_api_host_and_loopback_are_fine() -> None:
-    _check_url("https://pi.pardot.com/api/v5/exports/1/results/2", "pi.pardot.com", ())
-    _check_url("http://127.0.0.1:8080/x", "127.0.0.1", ())
+    _check_url("https://pi.pardot.com/api/v5/exports/1/results/2", frozenset({"pi.pardot.com"}), ())
+    _check_url("http://127.0.0.1:8080/x", frozenset({"127.0.0.1"}), ())
+
+
+def test_messages_never_carry_signed_query_strings() -> None:
+    from exportpipe.http import redact
+
+    signed = "https://storage.example/exports/1.csv?X-Amz-Signature=secret&X-Amz-Credential=key"
+    assert redact(signed) == "https://storage.example/exports/1.csv?…"
+    with pytest.raises(UnsafeDownloadError) as info:
+        _check_url("ftp://storage.example/x.csv?sig=secret", frozenset({"pi.pardot.com"}), ())
+    assert "secret" not in str(info.value)

@@ -72,6 +72,12 @@ class _DefinitionBase(BaseModel):
     dataset: DatasetName | None = Field(
         default=None, description="Name of the dataset folder in S3; defaults per source."
     )
+    lag_minutes: int = Field(
+        default=5,
+        ge=0,
+        le=1440,
+        description="Windows end at least this long before now: rows written late still land in them.",
+    )
     start: AwareDatetime = Field(
         description="Where the first window starts while the definition has no watermark (with an offset)."
     )
@@ -127,6 +133,10 @@ class PardotDefinition(_DefinitionBase):
     @property
     def max_window(self) -> timedelta:
         return timedelta(days=self.max_window_days)
+
+    @property
+    def lag(self) -> timedelta:
+        return timedelta(minutes=self.lag_minutes)
 
     @property
     def dataset_name(self) -> str:

@@ -61,14 +61,20 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _check_url(url: str, api_host: str, allowed: tuple[str, ...]) -> None:
+def redact(url: str) -> str:
+    """The URL without its query string: signed storage URLs carry credentials there."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
+
+
+def _check_url(url: str, auth_hosts: frozenset[str], allowed: tuple[str, ...]) -> None:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("https", "http"):
-        raise UnsafeDownloadError(f"result URL {url!r}: scheme {parts.scheme!r} is not http(s)")
+        raise UnsafeDownloadError(f"result URL {redact(url)!r}: scheme {parts.scheme!r} is not http(s)")
     if parts.scheme == "http" and host not in LOOPBACK:
         raise UnsafeDownloadError(f"result URL host {host!r}: plain HTTP is only allowed on loopback")
-    if host != api_host and not host_allowed(host, allowed):
+    if host not in auth_hosts and not host_allowed(host, allowed):
         raise UnsafeDownloadError(f"result URL host {host!r} is not the API host and not in the allow-list")
 
 
@@ -87,28 +93,36 @@ def open_download(
     url: str,
     *,
     auth_headers: Mapping[str, str],
-    api_host: str,
+    auth_hosts: frozenset[str],
     allowed_hosts: tuple[str, ...],
     timeout: float,
 ) -> requests.Response:
     """GET ``url`` as a stream; return the final 200 response (the caller must close it).
+
+    ``auth_headers`` go only to ``auth_hosts``; every hop must be one of them or in ``allowed_hosts``.
 
     Raises UpstreamUnavailableError for 429/5xx, UpstreamError for other 4xx, UnsafeDownloadError for
     a URL or redirect outside the allow-list.
     """
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        _check_url(current, api_host, allowed_hosts)
-        headers = dict(auth_headers) if host_of(current) == api_host else {}
+        _check_url(current, auth_hosts, allowed_hosts)
+        # Credentials only to the upstream's own hosts, never to the storage a download redirects to.
+        # identity: a compressed body would not match Content-Length, which detects truncation.
+        headers = {"Accept-Encoding": "identity"}
+        if host_of(current) in auth_hosts:
+            headers |= auth_headers
         try:
             resp = session.get(current, headers=headers, stream=True, allow_redirects=False, timeout=timeout)
         except requests.RequestException as exc:
-            raise UpstreamUnavailableError(f"download of {current!r} failed: {exc}") from exc
+            raise UpstreamUnavailableError(f"download of {redact(current)!r} failed: {exc}") from exc
         if resp.status_code in (301, 302, 303, 307, 308):
             location = resp.headers.get("Location")
             resp.close()
             if not location:
-                raise UpstreamError(f"redirect without Location from {current!r}", status=resp.status_code)
+                raise UpstreamError(
+                    f"redirect without Location from {redact(current)!r}", status=resp.status_code
+                )
             current = urljoin(current, location)
             continue
         if resp.status_code == 200:
@@ -116,8 +130,8 @@ def open_download(
         body = resp.text[:500]
         code = _error_code(body)
         resp.close()
-        message = f"download of {current!r} answered {resp.status_code}: {body}"
+        message = f"download of {redact(current)!r} answered {resp.status_code}: {body}"
         if resp.status_code == 429 or resp.status_code >= 500:
             raise UpstreamUnavailableError(message, status=resp.status_code, code=code)
         raise UpstreamError(message, status=resp.status_code, code=code)
-    raise UpstreamError(f"more than {MAX_REDIRECTS} redirects downloading {url!r}")
+    raise UpstreamError(f"more than {MAX_REDIRECTS} redirects downloading {redact(url)!r}")

@@ -32,6 +32,12 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED})
+UNDELIVERED = TERMINAL - {JobStatus.DELIVERED}
+# States in which the job's poll workflow must be running.
+IN_WORKFLOW = frozenset({JobStatus.EXPORTING, JobStatus.READY, JobStatus.COPYING})
+# A window whose export ended FAILED / EXPIRED / CANCELED is tried again as a new job (attempt 2, 3…)
+# by the next schedule tick, at most this many times in all.
+MAX_WINDOW_ATTEMPTS = 5
 
 # Allowed moves. A status never goes back, with two deliberate, bounded exceptions that start a new
 # upstream export for the same window (each recorded in the history with its reason):
@@ -63,16 +69,20 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def job_id_for(definition_name: str, window: Window) -> str:
-    """Deterministic id from (definition name, window); valid as a Step Functions execution name.
+def job_id_for(definition_name: str, window: Window, attempt: int = 1) -> str:
+    """Deterministic id from (definition name, window, attempt); valid as a Step Functions execution name.
 
-    ``<name[:30]>_<start>_<end>_<hash8>``: readable, at most 73 characters (Step Functions allows 80).
-    The hash covers the whole name, so two long names sharing their first 30 characters still differ.
+    ``<name[:30]>_<start>_<end>_<hash8>[-a<attempt>]``: readable, at most 76 characters, leaving room
+    for a workflow restart suffix (``-r<n>``) under Step Functions' 80. The hash covers the whole
+    name, so two long names sharing their first 30 characters still differ.
     """
+    if not 1 <= attempt <= 9:
+        raise ValueError(f"attempt must be 1..9, got {attempt}")
     digest = hashlib.sha256(
         f"{definition_name}|{window.start.isoformat()}|{window.end.isoformat()}".encode()
     ).hexdigest()[:8]
-    return f"{definition_name[:30]}_{_stamp(window.start)}_{_stamp(window.end)}_{digest}"
+    suffix = "" if attempt == 1 else f"-a{attempt}"
+    return f"{definition_name[:30]}_{_stamp(window.start)}_{_stamp(window.end)}_{digest}{suffix}"
 
 
 class Transition(BaseModel):
@@ -108,6 +118,7 @@ class Job(BaseModel):
     # capped below it, delivering this job starts the next window at once.
     until: AwareDatetime | None = None
     moves_watermark: bool = True  # False for a one-off re-run of an explicit window
+    attempt: int = 1  # 2, 3… when earlier jobs for the same window ended without a delivery
     status: JobStatus
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -121,6 +132,7 @@ class Job(BaseModel):
     recreates: int = 0  # upstream exports created again after the upstream reported Failed
     reexports: int = 0  # upstream exports created again after their files expired uncopied
     execution_arn: str | None = None
+    workflow_restarts: int = 0  # executions started again after the job's workflow died
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)
     event_sent: bool = False

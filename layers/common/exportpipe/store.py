@@ -10,7 +10,7 @@ One table, two kinds of item:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -47,7 +47,8 @@ def _conditional_failed(exc: ClientError) -> bool:
 
 @dataclass(frozen=True)
 class CreateOutcome:
-    result: Literal["created", "exists", "busy"]
+    # "stale": the definition's watermark moved since the window was planned: plan again
+    result: Literal["created", "exists", "busy", "stale"]
     job: Job | None = None  # the created or existing job
     active_job_id: str | None = None  # for "busy": the job holding the definition's lease
 
@@ -107,11 +108,25 @@ class JobStore:
 
     # ---- writes ------------------------------------------------------------------------------
 
-    def create(self, job: Job) -> CreateOutcome:
-        """Record a new REQUESTED job and take its definition's lease, both or neither."""
+    def create(self, job: Job, *, planned_from: datetime | None = None) -> CreateOutcome:
+        """Record a new REQUESTED job and take its definition's lease, both or neither.
+
+        For a job that moves the watermark, the definition's watermark must still be
+        ``planned_from`` (absent when None): a window planned from a watermark that has moved since
+        would overlap a delivered one.
+        """
         now = self._now()
         values = self._job_values(job)
         values["claimed_at"] = now.isoformat()
+        lease = "(attribute_not_exists(active_job) OR active_job = :j)"
+        names: dict[str, Any] = {":j": job.job_id, ":now": now.isoformat()}
+        if not job.moves_watermark:
+            condition = lease
+        elif planned_from is None:
+            condition = f"{lease} AND attribute_not_exists(watermark)"
+        else:
+            condition = f"{lease} AND watermark = :w"
+            names[":w"] = planned_from.isoformat()
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -127,10 +142,8 @@ class JobStore:
                             "TableName": self._table,
                             "Key": _to_item({"pk": f"DEF#{job.definition_name}"}),
                             "UpdateExpression": "SET active_job = :j, active_since = :now",
-                            "ConditionExpression": "attribute_not_exists(active_job) OR active_job = :j",
-                            "ExpressionAttributeValues": _to_item(
-                                {":j": job.job_id, ":now": now.isoformat()}
-                            ),
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeValues": _to_item(names),
                         }
                     },
                 ]
@@ -142,7 +155,9 @@ class JobStore:
             if existing is not None:
                 return CreateOutcome("exists", existing)
             active = self.definition_state(job.definition_name).get("active_job")
-            return CreateOutcome("busy", None, str(active) if active else None)
+            if active and active != job.job_id:
+                return CreateOutcome("busy", None, str(active))
+            return CreateOutcome("stale")
         return CreateOutcome("created", job)
 
     def claim_stale(self, job_id: str) -> Job | None:
@@ -195,10 +210,15 @@ class JobStore:
             target=target,
         )
 
-    def update(self, job_id: str, expected: JobStatus, updates: Mapping[str, Any]) -> Job:
+    def update(
+        self, job_id: str, expected: JobStatus | Collection[JobStatus], updates: Mapping[str, Any]
+    ) -> Job:
         """Change attributes (not the status) of a job that is still in ``expected``."""
+        statuses = [expected] if isinstance(expected, JobStatus) else list(expected)
         sets = {"updated_at": self._now().isoformat(), **updates}
-        return self._update(job_id, sets, condition_statuses=[expected], append_history=None, target=expected)
+        return self._update(
+            job_id, sets, condition_statuses=statuses, append_history=None, target=statuses[0]
+        )
 
     def settle(self, job: Job) -> None:
         """After a terminal status: advance the watermark (if delivered) and release the lease."""

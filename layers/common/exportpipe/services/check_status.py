@@ -24,6 +24,7 @@ from exportpipe.services.common import (
     parse_event,
     recreate_upstream,
 )
+from exportpipe.services.delivery import finish_if_committed, remove_strays
 from exportpipe.sources.base import UpstreamExport, UpstreamState
 
 
@@ -145,6 +146,14 @@ def _wait_out_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimited
 
 
 def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> dict[str, Any]:
+    """The workflow caught an error. If the manifest was written, the export was delivered: finish
+    that. Otherwise end the job FAILED (EXPIRED for expired files) and empty its folder."""
+    job = deps.store.get(job_id)
+    finished = finish_if_committed(deps, job)
+    if finished is not None:
+        return answer(finished, attempt, deps.settings)
+    if job.status is JobStatus.COPYING:
+        remove_strays(deps, job, keep=set())  # parts of a copy that will never be delivered
     message = error.cause
     error_type = error.error
     try:

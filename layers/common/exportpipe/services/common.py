@@ -3,6 +3,7 @@ export, and parsing task inputs."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,10 +11,10 @@ from pydantic import BaseModel, ValidationError
 from exportpipe.config import Settings
 from exportpipe.definitions import parse_definition
 from exportpipe.errors import InvalidEventError, TransitionError
-from exportpipe.jobs import Job, JobStatus
+from exportpipe.jobs import IN_WORKFLOW, Job, JobStatus
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.store import upstream_ref
+from exportpipe.store import STALE_CLAIM, upstream_ref
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,20 +50,69 @@ def answer(job: Job, attempt: int, settings: Settings, wait: float = 0, **extra:
 def end_unsuccessfully(deps: Deps, job_id: str, status: JobStatus, reason: str) -> Job:
     """Move a job to FAILED / EXPIRED / CANCELED, release its definition, tell consumers.
 
-    Idempotent: a job that is already terminal is returned as it is (a duplicate or late failure
-    report never overwrites a delivery).
+    Idempotent and resumable: a job that already ended keeps its status (a duplicate or late failure
+    report never overwrites a delivery), and a retry finishes what an interrupted call left undone
+    (the lease, the ``Export Failed`` event).
     """
     try:
         job = deps.store.transition(job_id, status, reason=reason)
+        logger.error("export not delivered", job_id=job_id, status=status.value, reason=reason)
+        metrics.add_metric(name=f"Exports{status.value.title()}", unit="Count", value=1)
     except TransitionError as exc:
         job = deps.store.get(job_id)
         logger.warning("job already ended; failure report ignored", job_id=job_id, current=exc.current)
-        return job
-    logger.error("export not delivered", job_id=job_id, status=status.value, reason=reason)
-    metrics.add_metric(name=f"Exports{status.value.title()}", unit="Count", value=1)
+        if job.status is JobStatus.DELIVERED or not job.status.terminal:
+            return job
     deps.store.settle(job)
-    deps.publisher.failed(job)
+    if not job.event_sent:
+        deps.publisher.failed(job)
+        job = deps.store.update(job.job_id, job.status, {"event_sent": True})
     return job
+
+
+def start_workflow(deps: Deps, job: Job, name: str) -> str:
+    """Start the poll workflow for ``job`` as execution ``name`` (an existing one is fine)."""
+    arn = deps.settings.poll_state_machine_arn
+    sfn = deps.sfn
+    try:
+        resp = sfn.start_execution(
+            stateMachineArn=arn, name=name, input=json.dumps({"job_id": job.job_id, "attempt": 0})
+        )
+        return str(resp["executionArn"])
+    except sfn.exceptions.ExecutionAlreadyExists:
+        return arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+def ensure_workflow(deps: Deps, job: Job) -> Job:
+    """Start the job's workflow again if it died (timed out, aborted, or never started).
+
+    A job in EXPORTING / READY / COPYING is only ever moved on by its workflow; without one it would
+    hold its definition's lease for good. A job younger than a Lambda's lifetime with no execution
+    yet may still be getting one from its starter, so it is left alone.
+    """
+    if job.status not in IN_WORKFLOW:
+        return job
+    if job.execution_arn:
+        try:
+            status = deps.sfn.describe_execution(executionArn=job.execution_arn)["status"]
+        except deps.sfn.exceptions.ExecutionDoesNotExist:
+            status = None
+        if status == "RUNNING":
+            return job
+    elif deps.clock() - job.updated_at < STALE_CLAIM:
+        return job
+    restarts = job.workflow_restarts + 1
+    if restarts > 9:
+        logger.error("workflow died too often; leaving the job for an operator", job_id=job.job_id)
+        return job
+    arn = start_workflow(deps, job, f"{job.job_id}-r{restarts}")
+    logger.warning("restarted a dead workflow", job_id=job.job_id, execution_arn=arn)
+    try:
+        return deps.store.update(
+            job.job_id, IN_WORKFLOW, {"execution_arn": arn, "workflow_restarts": restarts}
+        )
+    except TransitionError:
+        return deps.store.get(job.job_id)
 
 
 def recreate_upstream(

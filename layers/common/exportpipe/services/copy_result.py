@@ -1,16 +1,14 @@
-"""copy_result: stream every result file into S3, then the manifest, then DELIVERED, then the event.
+"""copy_result: stream every result file into S3, then commit the delivery (services.delivery).
 
 If the upstream's files expired before the copy, the export is created again (a re-export, bounded)
 and the job goes back to EXPORTING. A rate-limit refusal answers COPYING with a wait, so the workflow
-waits it out instead of failing. When the job's window had to stop short of its ``until`` (a
-backfill or a catch-up), delivering it starts the next window at once.
+waits it out instead of failing. A retried copy of a job whose manifest is already written only
+finishes what follows the delivery.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,18 +16,17 @@ from exportpipe.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.definitions import parse_definition
 from exportpipe.errors import (
     ExportExpiredError,
-    ExportPipeError,
     TransitionError,
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
 from exportpipe.jobs import Job, JobStatus, ResultFile
-from exportpipe.layout import Manifest, export_prefix, manifest_key, part_key
-from exportpipe.observability import logger, metrics
+from exportpipe.layout import Manifest, part_key
+from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import answer, parse_event, recreate_upstream
-from exportpipe.services.start_export import start_export
+from exportpipe.services.delivery import commit, finish_if_committed, folder_of
 from exportpipe.sources.base import SourceClient, UpstreamState
 
 
@@ -44,15 +41,15 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     settings = deps.settings
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
-    if job.status is JobStatus.DELIVERED:
-        _announce(deps, job)  # a retried copy after the manifest: only the event may be missing
-        return _delivered(job, deps)
+    done = finish_if_committed(deps, job)  # a retry after the manifest was written
+    if done is not None:
+        return _delivered(deps, done)
     if job.status not in (JobStatus.READY, JobStatus.COPYING):
         raise TransitionError(job.job_id, job.status.value, JobStatus.COPYING)
     job = deps.store.transition(job.job_id, JobStatus.COPYING)
 
     definition = parse_definition(job.definition)
-    folder = export_prefix(settings.results_prefix, job)
+    folder = folder_of(deps, job)
     tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
     client = deps.client_for(job.source)
     try:
@@ -60,44 +57,28 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
             _copy_one(deps, client, job, url, part_key(folder, n, client.file_extension), tuning)
             for n, url in enumerate(job.result_urls, start=1)
         ]
-        manifest = Manifest.build(
-            job,
-            files,
-            fmt=client.file_extension,
-            timezone=client.files_timezone(definition),
-            delivered_at=deps.clock(),
-        )
     except UpstreamRateLimitedError as exc:
         logger.warning("rate limited while copying; will copy again after a wait", error=str(exc))
         return answer(job, 0, settings, exc.retry_after)
     except ExportExpiredError as exc:
-        again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
+        try:
+            again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
+        except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
+            return answer(job, 0, settings, limited.retry_after)
         if again is None:
             raise
         return answer(again, 0, settings, settings.poll_base_seconds)
     finally:
         client.close()
 
-    _check_timezone(job, manifest.timezone)
-    key = manifest_key(folder)
-    deps.s3.put_object(
-        Bucket=settings.results_bucket,
-        Key=key,
-        Body=manifest.model_dump_json(indent=2).encode(),
-        ContentType="application/json",
-        ChecksumAlgorithm="SHA256",
+    manifest = Manifest.build(
+        job,
+        files,
+        fmt=client.file_extension,
+        timezone=client.files_timezone(definition),
+        delivered_at=deps.clock(),
     )
-    job = deps.store.transition(
-        job.job_id,
-        JobStatus.DELIVERED,
-        updates={"manifest_key": key, "files": [f.model_dump(mode="json") for f in files]},
-    )
-    deps.store.settle(job)
-    metrics.add_metric(name="ExportsDelivered", unit="Count", value=1)
-    metrics.add_metric(name="BytesDelivered", unit="Bytes", value=manifest.totals.bytes)
-    logger.info("export delivered", manifest_key=key, files=len(files), bytes=manifest.totals.bytes)
-    _announce(deps, job, manifest)
-    return _delivered(job, deps, next_job=_continue(deps, job))
+    return _delivered(deps, commit(deps, job, manifest))
 
 
 def _copy_one(
@@ -126,48 +107,5 @@ def _copy_one(
         raise
 
 
-def _check_timezone(job: Job, declared: str | None) -> None:
-    """Warn when the upstream wrote its timestamps at another offset than the declared timezone's."""
-    if not declared or not job.upstream_created_at:
-        return
-    try:
-        created = datetime.fromisoformat(job.upstream_created_at)
-    except ValueError:
-        return
-    expected = created.astimezone(ZoneInfo(declared)).utcoffset()
-    if created.utcoffset() is not None and created.utcoffset() != expected:
-        logger.warning(
-            "the definition's timezone does not match the exporting user's: dates in the files are at "
-            "the offset of upstream_created_at",
-            declared=declared,
-            upstream_created_at=job.upstream_created_at,
-        )
-
-
-def _continue(deps: Deps, job: Job) -> str | None:
-    """Start the next window now if this one stopped short of the job's ``until``."""
-    if job.until is None or job.window.end >= job.until or not job.moves_watermark:
-        return None
-    try:
-        result = start_export({"definition": job.definition, "until": job.until.isoformat()}, deps)
-    except ExportPipeError as exc:  # the next schedule tick continues anyway
-        logger.warning("could not start the next window", error=str(exc))
-        return None
-    logger.info("next window started", next_job=result.get("job_id"), status=result.get("status"))
-    return str(result.get("job_id")) if result.get("job_id") else None
-
-
-def _announce(deps: Deps, job: Job, manifest: Manifest | None = None) -> None:
-    if job.event_sent or job.manifest_key is None:
-        return
-    if manifest is None:
-        body = deps.s3.get_object(Bucket=deps.settings.results_bucket, Key=job.manifest_key)["Body"].read()
-        manifest = Manifest.model_validate_json(body)
-    deps.publisher.delivered(job, deps.settings.results_bucket, job.manifest_key, manifest)
-    deps.store.update(job.job_id, JobStatus.DELIVERED, {"event_sent": True})
-
-
-def _delivered(job: Job, deps: Deps, next_job: str | None = None) -> dict[str, Any]:
-    return answer(
-        job, 0, deps.settings, manifest_key=job.manifest_key, files=len(job.files), next_job_id=next_job
-    )
+def _delivered(deps: Deps, job: Job) -> dict[str, Any]:
+    return answer(job, 0, deps.settings, manifest_key=job.manifest_key, files=len(job.files))

@@ -10,18 +10,31 @@ resumes that same job instead of opening a new window.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from exportpipe.definitions import PardotDefinition, Window, parse_definition
-from exportpipe.errors import ExportPipeError, InvalidDefinitionError, UpstreamUnavailableError
-from exportpipe.jobs import Job, JobStatus, Transition, job_id_for
+from exportpipe.errors import (
+    ExportPipeError,
+    InvalidDefinitionError,
+    TransitionError,
+    UpstreamUnavailableError,
+)
+from exportpipe.jobs import (
+    IN_WORKFLOW,
+    MAX_WINDOW_ATTEMPTS,
+    UNDELIVERED,
+    Job,
+    JobStatus,
+    Transition,
+    job_id_for,
+)
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.services.common import end_unsuccessfully, parse_event
+from exportpipe.services.common import end_unsuccessfully, ensure_workflow, parse_event, start_workflow
 from exportpipe.store import upstream_ref
 
 UNCLAIMED = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,69 +77,92 @@ def plan_window(definition: PardotDefinition, watermark: datetime | None, until:
 def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(StartExportEvent, event)
     definition = parse_definition(request.definition)  # fails before any upstream call
-    store = deps.store
-    until = (request.until or request.scheduled_time or deps.clock()).replace(second=0, microsecond=0)
+    now = deps.clock()
+    # Never export past now minus the definition's lag: rows may still arrive for the last minutes.
+    latest = (now - definition.lag).replace(second=0, microsecond=0)
     if request.window is not None:
-        window: Window | None = request.window
         if request.window.length > definition.max_window:
             raise InvalidDefinitionError(
                 [("window", f"longer than {definition.max_window.days} days; give until instead to backfill")]
             )
-        until = request.window.end
-    else:
-        window = plan_window(definition, store.watermark(definition.name), until)
-    if window is None:
-        logger.info("definition is up to date; nothing to export", definition=definition.name)
-        return {"status": "UP_TO_DATE", "definition": definition.name}
+        if request.window.end > latest:
+            raise InvalidDefinitionError([("window", f"ends after {latest.isoformat()} (now minus the lag)")])
+    until = min(request.until or request.scheduled_time or now, latest).replace(second=0, microsecond=0)
+    for _ in range(3):  # plan again if the watermark moves under us
+        watermark = deps.store.watermark(definition.name)
+        window = request.window or plan_window(definition, watermark, until)
+        if window is None:
+            logger.info("definition is up to date; nothing to export", definition=definition.name)
+            return {"status": "UP_TO_DATE", "definition": definition.name}
+        result = _start_window(
+            deps, definition, window, until, watermark, explicit=request.window is not None
+        )
+        if result is not None:
+            return result
+    return {"status": "SKIPPED", "reason": "the definition's watermark kept moving; the next tick goes on"}
 
-    now = deps.clock()
-    job = Job(
-        job_id=job_id_for(definition.name, window),
-        definition_name=definition.name,
-        source=definition.source,
-        dataset=definition.dataset_name,
-        definition=definition.model_dump(mode="json"),
-        window=window,
-        until=max(until, window.end),
-        moves_watermark=request.window is None,
-        status=JobStatus.REQUESTED,
-        created_at=now,
-        updated_at=now,
-        history=[Transition(status=JobStatus.REQUESTED, at=now)],
-    )
-    logger.append_keys(job_id=job.job_id, definition=definition.name)
-    outcome = store.create(job)
-    if outcome.result == "busy":
-        resumed = _take_over(deps, definition.name, outcome.active_job_id)
-        if resumed is not None:
-            return resumed
-        outcome = store.create(job)
+
+def _start_window(
+    deps: Deps,
+    definition: PardotDefinition,
+    window: Window,
+    until: datetime,
+    watermark: datetime | None,
+    *,
+    explicit: bool,
+) -> dict[str, Any] | None:
+    """Start the window's export, or find it started. None: the plan is stale, plan again."""
+    for attempt in range(1, MAX_WINDOW_ATTEMPTS + 1):
+        now = deps.clock()
+        job = Job(
+            job_id=job_id_for(definition.name, window, attempt),
+            definition_name=definition.name,
+            source=definition.source,
+            dataset=definition.dataset_name,
+            definition=definition.model_dump(mode="json"),
+            window=window,
+            until=max(until, window.end),
+            moves_watermark=not explicit,
+            attempt=attempt,
+            status=JobStatus.REQUESTED,
+            created_at=now,
+            updated_at=now,
+            history=[Transition(status=JobStatus.REQUESTED, at=now)],
+        )
+        logger.append_keys(job_id=job.job_id, definition=definition.name)
+        outcome = deps.store.create(job, planned_from=watermark)
+        if outcome.result == "stale":
+            return None
         if outcome.result == "busy":
-            logger.info("another export of this definition is in flight", active_job=outcome.active_job_id)
-            return {
-                "status": "SKIPPED",
-                "reason": f"job {outcome.active_job_id} is in flight",
-                "job_id": job.job_id,
-            }
-    if outcome.result == "exists" and outcome.job is not None:
-        existing = outcome.job
-        claimed = deps.store.claim_stale(existing.job_id) if existing.status is JobStatus.REQUESTED else None
-        if claimed is None:
+            return _take_over(deps, definition.name, outcome.active_job_id)
+        if outcome.result == "exists" and outcome.job is not None:
+            existing = outcome.job
+            if existing.status in UNDELIVERED:
+                continue  # that attempt ended without a delivery: this window gets another one
+            if existing.status is JobStatus.REQUESTED:
+                claimed = deps.store.claim_stale(existing.job_id)
+                if claimed is not None:
+                    return _create_upstream(deps, claimed, definition)
+            existing = ensure_workflow(deps, existing)
             logger.info("duplicate schedule event: job already started", status=existing.status.value)
             return {"job_id": existing.job_id, "status": existing.status.value, "duplicate": True}
-        job = claimed
-    metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
-    return _create_upstream(deps, job, parse_definition(job.definition))
+        metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
+        return _create_upstream(deps, job, definition)
+    logger.error("window failed every attempt; not tried again", attempts=MAX_WINDOW_ATTEMPTS)
+    return {
+        "status": "GAVE_UP",
+        "reason": f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
+        "job_id": job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS),
+    }
 
 
 def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> dict[str, Any] | None:
-    """The definition's lease is held. Resume its job if it waits to be created (or its starter
-    died); free the lease if its job has ended. None when the new window may be tried again."""
-    if not active_job_id:
-        return None
-    active = deps.store.find(active_job_id)
+    """The definition's lease is held by another job. Resume that job if it waits for its export,
+    restart its workflow if that died, free the lease if the job has ended (then plan again: None)."""
+    active = deps.store.find(active_job_id) if active_job_id else None
     if active is None:  # a lease whose job record is gone (expired by TTL): free it
-        deps.store.release_lease(definition_name, active_job_id)
+        if active_job_id:
+            deps.store.release_lease(definition_name, active_job_id)
         return None
     if active.status.terminal:
         deps.store.settle(active)
@@ -136,6 +172,9 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> d
         if claimed is not None:
             logger.info("resuming a job that waits for its upstream export", resumed_job=claimed.job_id)
             return _create_upstream(deps, claimed, parse_definition(claimed.definition))
+    else:
+        ensure_workflow(deps, active)
+    logger.info("another export of this definition is in flight", active_job=active.job_id)
     return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
 
 
@@ -170,8 +209,9 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         },
     )
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
-    execution_arn = _start_workflow(deps, job.job_id)
-    deps.store.update(job.job_id, JobStatus.EXPORTING, {"execution_arn": execution_arn})
+    execution_arn = start_workflow(deps, job, job.job_id)
+    with contextlib.suppress(TransitionError):  # the workflow may already have finished the job
+        deps.store.update(job.job_id, IN_WORKFLOW, {"execution_arn": execution_arn})
     return {
         "job_id": job.job_id,
         "status": JobStatus.EXPORTING.value,
@@ -179,16 +219,3 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         "window": job.window.model_dump(mode="json"),
         "execution_arn": execution_arn,
     }
-
-
-def _start_workflow(deps: Deps, job_id: str) -> str:
-    arn = deps.settings.poll_state_machine_arn
-    sfn = deps.sfn
-    try:
-        resp = sfn.start_execution(
-            stateMachineArn=arn, name=job_id, input=json.dumps({"job_id": job_id, "attempt": 0})
-        )
-        return str(resp["executionArn"])
-    except sfn.exceptions.ExecutionAlreadyExists:
-        # Same name, same input: the workflow for this job is already running.
-        return arn.replace(":stateMachine:", ":execution:") + f":{job_id}"

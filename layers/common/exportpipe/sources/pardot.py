@@ -68,6 +68,9 @@ class PardotCredentials(BaseModel):
     business_unit_id: str = Field(pattern=r"^0Uv[A-Za-z0-9]{15}$")
     base_url: str = "https://pi.pardot.com"
     window_bounds: Literal["exclusive", "inclusive"] = "exclusive"
+    # Hosts besides base_url's that result URLs may name and that need the API credentials (v4 served
+    # results from www.pardot.com while the API was pi.pardot.com).
+    auth_hosts: list[str] = Field(default_factory=list)
 
     @classmethod
     def parse(cls, value: dict[str, Any]) -> PardotCredentials:
@@ -109,7 +112,7 @@ class PardotClient:
         self._backoff = backoff_seconds
         self._rate_limit_wait = rate_limit_wait
         self._base = credentials.base_url.rstrip("/")
-        self._api_host = host_of(self._base)
+        self._auth_hosts = frozenset({host_of(self._base), *(h.lower() for h in credentials.auth_hosts)})
         self._token_key = (credentials.token_url, credentials.client_id, credentials.username)
 
     # ---- auth --------------------------------------------------------------------------------
@@ -257,7 +260,7 @@ class PardotClient:
                     self._session,
                     url,
                     auth_headers=self._headers(self._token()),
-                    api_host=self._api_host,
+                    auth_hosts=self._auth_hosts,
                     allowed_hosts=self._allowed,
                     timeout=self._timeout,
                 )
