@@ -798,7 +798,7 @@ def test_daily_allowance_is_counted_and_resets_at_midnight_in_the_account_timezo
 
 
 def test_more_than_five_concurrent_calls_are_refused_with_code_66(api: PardotApi) -> None:
-    api.sandbox.latency_seconds = 0.6
+    api.sandbox.latency_seconds = 2.5  # wide enough that all seven are in flight together, even under load
     barrier = threading.Barrier(7)
     results: list[tuple[int, int | None]] = []
     lock = threading.Lock()
