@@ -5,11 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -899,40 +894,6 @@ def test_downloads_need_the_same_auth(api: PardotApi, clock: Clock) -> None:
     assert error_of(requests.get(url))[:2] == (401, 184)
     assert error_of(requests.get(url, headers={"Authorization": f"Bearer {api.token}"}))[:2] == (400, 181)
     assert error_of(api.download(url.rsplit("/", 1)[0] + "/1"))[:2] == (404, 109)
-
-
-# ---- CLI -------------------------------------------------------------------------------------------
-
-
-def test_run_cli_prints_the_handshake_first_and_stops_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "common"), str(ROOT)])}
-    code = "from exportpipe.sandbox.base import run_cli; raise SystemExit(run_cli('pardot', 0))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        handshake = json.loads(proc.stdout.readline())
-        creds = handshake["credentials"]
-
-        assert handshake["source"] == "pardot"
-        assert handshake["base_url"].startswith("http://127.0.0.1:")
-        assert set(creds) == {
-            "token_url",
-            "client_id",
-            "client_secret",
-            "username",
-            "password",
-            "business_unit_id",
-        }
-        form = {
-            "grant_type": "password",
-            **{k: creds[k] for k in ("client_id", "client_secret", "username", "password")},
-        }
-        assert requests.post(creds["token_url"], data=form).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
 
 
 def test_a_closed_window_may_lie_more_than_a_year_back(api: PardotApi, clock: Clock) -> None:
