@@ -294,7 +294,7 @@ def test_a_dead_workflow_is_restarted_by_the_next_tick(stack: LocalStack, contex
 
 
 def test_a_window_whose_export_failed_gets_another_attempt(pardot: PardotSandbox, context: Ctx) -> None:
-    event = {**load_event("start_export_backfill")}
+    event = {**load_event("start_export_window")}
     event["definition"] = {**event["definition"], "name": "fn-retry-window"}
     pardot.fail_requests(status=400, times=1, path_prefix="/api/v5/exports")
     first = start_export(event, context("StartExportFunction"))
