@@ -13,4 +13,6 @@ from exportpipe.services.copy_result import copy_result
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return copy_result(event, build_deps())
+    return copy_result(
+        event, build_deps(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from exportpipe.definitions import Window, parse_definition
-from exportpipe.errors import ConfigurationError
+from exportpipe.errors import ConfigurationError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.sandbox.base import SandboxServer
 from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.sources.base import UpstreamState
@@ -154,3 +154,22 @@ def test_export_representations_in_every_documented_shape(
 ) -> None:
     export = _export(body)
     assert (export.upstream_id, export.state, export.result_urls) == ("7", state, urls)
+
+
+def test_calls_fit_in_the_time_the_invocation_has_left(served: tuple[PardotSandbox, str]) -> None:
+    sandbox, base_url = served
+    creds = PardotCredentials.parse({**sandbox.credentials(), "base_url": base_url})
+    slept: list[float] = []
+    # 66 with a pause longer than the time left: hand back to the workflow instead of sleeping
+    client = PardotClient(creds, backoff_seconds=5.0, sleep=slept.append, remaining_seconds=lambda: 13.0)
+    sandbox.force_error(66, times=1)
+    t0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    with pytest.raises(UpstreamRateLimitedError, match="no time left"):
+        client.create_export(DEFINITION, Window.of(t0, t0 + timedelta(minutes=1)))
+    assert slept == []
+    # no time at all: no request is sent
+    calls = len(sandbox.request_log)
+    late = PardotClient(creds, remaining_seconds=lambda: 5.0)
+    with pytest.raises(UpstreamUnavailableError, match="out of time"):
+        late.get_export("1")
+    assert len(sandbox.request_log) == calls

@@ -30,7 +30,14 @@ class Deps:
     clock: Callable[[], datetime] = utcnow
 
 
-def build_deps(settings: Settings | None = None, clients: AwsClients | None = None) -> Deps:
+def build_deps(
+    settings: Settings | None = None,
+    clients: AwsClients | None = None,
+    *,
+    remaining_seconds: Callable[[], float] | None = None,
+) -> Deps:
+    """``remaining_seconds``: time left in this invocation (from the Lambda context); upstream calls
+    are cut short to fit in it, so a slow upstream ends in a handled error, not a Lambda timeout."""
     settings = settings or load_settings()
     clients = clients or aws_clients()
     return Deps(
@@ -39,5 +46,5 @@ def build_deps(settings: Settings | None = None, clients: AwsClients | None = No
         s3=clients.s3,
         sfn=clients.sfn,
         publisher=EventPublisher(clients.events, settings.event_bus),
-        client_for=lambda source: build_client(source, settings, clients.secrets),
+        client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
     )

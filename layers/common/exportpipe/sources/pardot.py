@@ -43,6 +43,7 @@ from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
 EXPIRED_TOKEN_CODE = 184
 CONCURRENCY_CODE = 66
 DAILY_LIMIT_CODE = 122
+DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
 
 _STATES = {
     "waiting": UpstreamState.PENDING,
@@ -102,6 +103,7 @@ class PardotClient:
         concurrency_retries: int = 4,
         backoff_seconds: float = 2.0,
         rate_limit_wait: float = 1800.0,
+        remaining_seconds: Callable[[], float] | None = None,
     ) -> None:
         self._creds = credentials
         self._session = session or make_session()
@@ -111,6 +113,7 @@ class PardotClient:
         self._concurrency_retries = concurrency_retries
         self._backoff = backoff_seconds
         self._rate_limit_wait = rate_limit_wait
+        self._remaining = remaining_seconds
         self._base = credentials.base_url.rstrip("/")
         self._auth_hosts = frozenset({host_of(self._base), *(h.lower() for h in credentials.auth_hosts)})
         self._token_key = (credentials.token_url, credentials.client_id, credentials.username)
@@ -133,7 +136,7 @@ class PardotClient:
             form = {"grant_type": "password", "username": c.username, "password": c.password}
         form |= {"client_id": c.client_id, "client_secret": c.client_secret}
         try:
-            resp = self._session.post(c.token_url, data=form, timeout=self._timeout)
+            resp = self._session.post(c.token_url, data=form, timeout=self._request_timeout())
         except requests.RequestException as exc:
             raise UpstreamUnavailableError(f"Salesforce token endpoint unreachable: {exc}") from exc
         if resp.status_code >= 500 or resp.status_code == 429:
@@ -150,6 +153,16 @@ class PardotClient:
             )
         return str(body["access_token"])
 
+    def _time_left(self) -> float:
+        """Seconds this invocation may still spend upstream (a margin kept to record the outcome)."""
+        return float("inf") if self._remaining is None else self._remaining() - DEADLINE_MARGIN
+
+    def _request_timeout(self) -> float:
+        left = self._time_left()
+        if left < 1:
+            raise UpstreamUnavailableError("out of time in this invocation; the next attempt goes on")
+        return min(self._timeout, left)
+
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "Pardot-Business-Unit-Id": self._creds.business_unit_id}
 
@@ -163,7 +176,7 @@ class PardotClient:
             token = self._token()
             try:
                 resp = self._session.request(
-                    method, url, json=json_body, headers=self._headers(token), timeout=self._timeout
+                    method, url, json=json_body, headers=self._headers(token), timeout=self._request_timeout()
                 )
             except requests.RequestException as exc:
                 raise UpstreamUnavailableError(f"Pardot {method} {path} failed: {exc}") from exc
@@ -218,7 +231,15 @@ class PardotClient:
                 code=code,
                 retry_after=self._backoff * 2**tries,
             )
-        self._sleep(min(self._backoff * 2 ** (tries - 1), 60.0))
+        pause = min(self._backoff * 2 ** (tries - 1), 60.0)
+        if pause > self._time_left():
+            raise UpstreamRateLimitedError(
+                f"Pardot concurrency limit (66) on {what}; no time left to wait in this invocation",
+                status=status,
+                code=code,
+                retry_after=pause,
+            )
+        self._sleep(pause)
 
     def create_export(self, definition: PardotDefinition, window: Window) -> UpstreamExport:
         body: dict[str, Any] = {
@@ -262,7 +283,7 @@ class PardotClient:
                     auth_headers=self._headers(self._token()),
                     auth_hosts=self._auth_hosts,
                     allowed_hosts=self._allowed,
-                    timeout=self._timeout,
+                    timeout=self._request_timeout(),
                 )
             except UpstreamError as exc:
                 if (exc.status == 401 or exc.code == EXPIRED_TOKEN_CODE) and not renewed:

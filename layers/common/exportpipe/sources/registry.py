@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from exportpipe.config import Settings
@@ -10,7 +11,9 @@ from exportpipe.secrets import read_secret_json
 from exportpipe.sources.base import SourceClient
 
 
-def build_client(source: str, settings: Settings, secrets_client: Any) -> SourceClient:
+def build_client(
+    source: str, settings: Settings, secrets_client: Any, remaining_seconds: Callable[[], float] | None = None
+) -> SourceClient:
     """The client for ``source``, with credentials from its Secrets Manager secret."""
     if source == "pardot":
         from exportpipe.sources.pardot import PardotClient, PardotCredentials
@@ -22,5 +25,6 @@ def build_client(source: str, settings: Settings, secrets_client: Any) -> Source
             allowed_hosts=settings.allowed_download_hosts,
             backoff_seconds=settings.upstream_backoff_seconds,
             rate_limit_wait=settings.rate_limit_wait_seconds,
+            remaining_seconds=remaining_seconds,
         )
     raise ConfigurationError(f"no client for source {source!r}")
