@@ -86,3 +86,24 @@ def test_local_command_runs_the_stack_until_stopped() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+HANDSHAKE_KEYS = {
+    "pardot": {"token_url", "client_id", "client_secret", "username", "password", "business_unit_id"},
+    "impact_clicks": {"account_sid", "auth_token"},
+    "advocate": {"tenant_alias", "api_key"},
+}
+
+
+def test_every_registered_sandbox_prints_its_handshake() -> None:
+    from exportpipe.sandbox.base import SANDBOXES
+
+    for source in sorted(SANDBOXES):
+        port = _free_port()
+        proc, info = _first_line("sandbox", source, "--port", str(port))
+        try:
+            assert info["source"] == source and info["base_url"] == f"http://127.0.0.1:{port}"
+            assert set(info["credentials"]) == HANDSHAKE_KEYS[source]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0

@@ -437,6 +437,7 @@ class SandboxServer:
 #: Sandboxes by source id, as ``"module:Class"`` (imported on demand).
 SANDBOXES: dict[str, str] = {
     "pardot": "exportpipe.sandbox.pardot:PardotSandbox",
+    "impact_clicks": "exportpipe.sandbox.impact_clicks:ImpactClicksSandbox",
 }
 
 
