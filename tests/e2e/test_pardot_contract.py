@@ -138,10 +138,15 @@ def test_daily_limit_122_on_create_waits_for_the_next_tick_without_losing_the_wi
 ) -> None:
     pardot.force_error(122, times=1)
     first = _start(stack, _definition("limit-122-create"))
+    creates = _api_calls(pardot, 429, "POST") + _api_calls(pardot, 200, "POST")
     assert first["status"] == "REQUESTED" and "122" in first["reason"]
     job = _store(stack).get(first["job_id"])
     assert job.status is JobStatus.REQUESTED and job.upstream_id is None
-    # the next tick (a later schedule time) resumes the same job and window, not a new one
+    # a re-delivery right away does not spend another call on a spent allowance
+    assert _start(stack, _definition("limit-122-create"))["status"] == "REQUESTED"
+    assert _api_calls(pardot, 429, "POST") + _api_calls(pardot, 200, "POST") == creates
+    # the next tick after the wait (RateLimitWaitSeconds, 1 s here) resumes the same job and window
+    time.sleep(1.1)
     later = _start(stack, _definition("limit-122-create"), until=NOW + timedelta(hours=1))
     assert later["job_id"] == first["job_id"] and later["status"] == "EXPORTING"
     _delivered(stack, first["job_id"])

@@ -13,6 +13,7 @@ from exportpipe.jobs import JobStatus
 from exportpipe.local import LocalStack
 from exportpipe.local.template import substitute_definition
 from exportpipe.sandbox.pardot import PardotSandbox
+from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from tests.conftest import ROOT, load_event
 
@@ -182,7 +183,10 @@ def test_truncated_download_is_never_delivered(stack: LocalStack, pardot: Pardot
     started = stack.invoke("StartExportFunction", _event("e2e-truncated"))
     execution = stack.wait_for_execution(started["job_id"], timeout=120)
     assert execution["status"] == "FAILED"
-    assert stack.execution_states(started["job_id"]).count("CopyResult") == 1  # retries happen inside
+    # the copy was tried again after growing waits, a bounded number of times, then failed
+    states = stack.execution_states(started["job_id"])
+    assert states.count("CopyResult") == 1 + MAX_COPY_RETRIES
+    assert states.count("WaitBeforeCopy") == MAX_COPY_RETRIES
     job = _store(stack).get(started["job_id"])
     assert job.status is JobStatus.FAILED and (job.reason or "").startswith("DownloadIncompleteError")
     s3 = stack.client("s3")

@@ -1,19 +1,24 @@
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from exportpipe.errors import InvalidDefinitionError, InvalidEventError
-from exportpipe.jobs import JobStatus
+from exportpipe.http import make_session
+from exportpipe.jobs import MAX_WINDOW_ATTEMPTS, JobStatus
 from exportpipe.local import LocalStack
 from exportpipe.sandbox.pardot import PardotSandbox
+from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result
@@ -264,18 +269,145 @@ def test_a_manifest_written_before_a_crash_is_a_delivery(
     assert [e["detail-type"] for e in delivered] == ["Export Delivered"]
 
 
-def test_a_failed_copy_leaves_no_parts_behind(stack: LocalStack, pardot: PardotSandbox, context: Ctx) -> None:
+def _downloads(sandbox: PardotSandbox, path: str) -> int:
+    return sum(1 for e in sandbox.request_log if e.method == "GET" and e.path == path)
+
+
+@pytest.fixture
+def no_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions that do not retry 5xx themselves, so each copy asks once per file."""
+    monkeypatch.setattr("exportpipe.sources.pardot.make_session", lambda: make_session(total_retries=0))
+
+
+@pytest.mark.usefixtures("no_http_retries")
+def test_an_interrupted_copy_resumes_with_the_missing_files_and_leaves_no_parts_when_it_gives_up(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    # GIVEN an export of three files whose third download keeps failing
     pardot.file_count = 3
     started = start_export(_schedule_event("fn-partial"), context("StartExportFunction"))
     assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
-    pardot.truncate_downloads = True
-    with pytest.raises(Exception, match=r"ended after|broke"):
+    urls = [urlsplit(u).path for u in _store(stack).get(started["job_id"]).result_urls]
+    assert len(urls) == 3
+    pardot.fail_requests(status=503, times=100, path_prefix=urls[2])
+    # WHEN the copy runs THEN it lands the first two, and waits (growing) before copying again
+    waits = []
+    for _ in range(MAX_COPY_RETRIES):
+        answer = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+        assert answer["status"] == "COPYING"
+        waits.append(answer["wait_seconds"])
+    assert waits == sorted(waits) and waits[0] >= 1
+    # AND each retry asked only for the file still missing
+    assert [_downloads(pardot, u) for u in urls] == [1, 1, MAX_COPY_RETRIES]
+    job = _store(stack).get(started["job_id"])
+    assert [f.key.rsplit("/", 1)[1] for f in job.files] == ["part-00001.csv", "part-00002.csv"]
+    # WHEN the retries are used up THEN the copy fails, and the failure recorder empties the folder
+    with pytest.raises(Exception, match="503"):
         copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
     event = {**load_event("check_status_failure"), "job_id": started["job_id"]}
     assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
     s3 = stack.client("s3")
     prefix = f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={started['job_id']}/"
     assert not s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("Contents")
+
+
+@pytest.mark.usefixtures("no_http_retries")
+def test_an_interrupted_copy_that_recovers_delivers_every_file_once(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    pardot.file_count = 3
+    started = start_export(_schedule_event("fn-resumed"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    urls = [urlsplit(u).path for u in _store(stack).get(started["job_id"]).result_urls]
+    pardot.fail_requests(status=502, times=1, path_prefix=urls[1])
+    assert copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))["status"] == "COPYING"
+    delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert delivered["status"] == "DELIVERED" and delivered["files"] == 3
+    assert [_downloads(pardot, u) for u in urls] == [1, 2, 1]
+    job = _store(stack).get(started["job_id"])
+    assert job.copy_retries == 1
+    rows = sum(len(list(csv.DictReader(io.StringIO(_body(stack, f.key), newline="")))) for f in job.files)
+    assert rows == len(pardot.expected_csv_rows_for_export(int(job.upstream_id or 0))) > 0
+
+
+def _body(stack: LocalStack, key: str) -> str:
+    return str(stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode())
+
+
+def test_a_rate_limit_that_never_clears_waits_longer_each_time_then_fails_the_job(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLL_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("POLL_MAX_SECONDS", "60")
+    started = start_export(_schedule_event("fn-66-forever"), context("StartExportFunction"))
+    refused = sum(1 for e in pardot.request_log if e.status == 429)
+    # each check tries five times in the call (growing pauses) before handing the wait to the workflow
+    pardot.force_error(66, times=4 * 5)
+    answers = [
+        check_status({"job_id": started["job_id"], "attempt": 0}, context("CheckStatusFunction"))
+        for _ in range(4)
+    ]
+    assert sum(1 for e in pardot.request_log if e.status == 429) - refused == 20
+    # THEN the refusals do not count as poll attempts, the waits grow, and the fourth ends the job
+    assert [a["status"] for a in answers] == ["EXPORTING"] * 3 + ["FAILED"]
+    assert all(a["attempt"] == 0 for a in answers[:3])
+    waits = [a["wait_seconds"] for a in answers[:3]]
+    assert waits == sorted(waits) and waits[-1] > waits[0]
+    job = _store(stack).get(started["job_id"])
+    assert job.status is JobStatus.FAILED and "rate limit refused 4 turns in a row" in (job.reason or "")
+    assert "(66)" in (job.reason or "")
+
+
+def test_a_daily_limit_on_create_is_not_tried_again_before_its_wait(
+    pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT_WAIT_SECONDS", "2")
+    pardot.force_error(122, times=1)
+    first = start_export(_schedule_event("fn-122-create"), context("StartExportFunction"))
+    assert first["status"] == "REQUESTED" and "122" in first["reason"]
+    creates = _creates(pardot)
+    # a re-delivery (or a retry by the scheduler) right away does not spend another call
+    again = start_export(_schedule_event("fn-122-create"), context("StartExportFunction"))
+    assert again["duplicate"] and again["status"] == "REQUESTED"
+    assert _creates(pardot) == creates
+    # once the wait is over, the next delivery resumes the same job
+    time.sleep(2.1)
+    resumed = start_export(_schedule_event("fn-122-create"), context("StartExportFunction"))
+    assert resumed["job_id"] == first["job_id"] and resumed["status"] == "EXPORTING"
+    assert _creates(pardot) == creates + 1
+
+
+def test_a_scheduled_window_that_keeps_failing_is_given_up_after_the_attempt_limit(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    # GIVEN an upstream that refuses every create of this definition's window
+    pardot.fail_requests(status=400, times=MAX_WINDOW_ATTEMPTS, path_prefix="/api/v5/exports")
+    results = []
+    # WHEN the schedule ticks on (each tick plans the same start with a later end)
+    for tick in range(MAX_WINDOW_ATTEMPTS + 2):
+        event = {**_schedule_event("fn-give-up"), "scheduled_time": f"2026-11-25T{6 + tick:02d}:20:00Z"}
+        results.append(start_export(event, context("StartExportFunction")))
+    # THEN each tick is the window's next attempt, until the limit; then nothing more is asked
+    assert [r["status"] for r in results] == ["FAILED"] * MAX_WINDOW_ATTEMPTS + ["GAVE_UP"] * 2
+    suffixes = [r["job_id"].rpartition("_")[2].partition("-")[2] for r in results[:MAX_WINDOW_ATTEMPTS]]
+    assert suffixes == ["", *(f"a{n}" for n in range(2, MAX_WINDOW_ATTEMPTS + 1))]
+    assert (
+        _store(stack).failed_attempts("fn-give-up", datetime.fromisoformat("2026-11-24T00:00:00+00:00")) == 5
+    )
+
+
+def test_an_export_canceled_before_its_copy_ends_canceled(stack: LocalStack, context: Ctx) -> None:
+    started = start_export(_schedule_event("fn-canceled-copy"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    cause = {"errorType": "ExportCanceledError", "errorMessage": "upstream export 1 was canceled"}
+    event = {
+        "job_id": started["job_id"],
+        "error": {"Error": "ExportCanceledError", "Cause": json.dumps(cause)},
+    }
+    assert check_status(event, context("CheckStatusFunction"))["status"] == "CANCELED"
+    assert (
+        _store(stack).get(started["job_id"]).reason == "ExportCanceledError: upstream export 1 was canceled"
+    )
 
 
 def test_a_dead_workflow_is_restarted_by_the_next_tick(stack: LocalStack, context: Ctx) -> None:

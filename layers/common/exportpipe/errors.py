@@ -94,5 +94,9 @@ class ExportExpiredError(ExportPipeError):
     """The upstream export's files are gone (expired) before they were copied."""
 
 
+class ExportCanceledError(ExportPipeError):
+    """The upstream export was canceled (by someone upstream) before its files were copied."""
+
+
 class EventPublishError(ExportPipeError):
     """EventBridge did not accept an event."""

@@ -49,9 +49,18 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.EXPORTING: frozenset(
         {JobStatus.EXPORTING, JobStatus.READY, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED}
     ),
-    JobStatus.READY: frozenset({JobStatus.EXPORTING, JobStatus.COPYING, JobStatus.FAILED, JobStatus.EXPIRED}),
+    JobStatus.READY: frozenset(
+        {JobStatus.EXPORTING, JobStatus.COPYING, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELED}
+    ),
     JobStatus.COPYING: frozenset(
-        {JobStatus.EXPORTING, JobStatus.COPYING, JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.EXPIRED}
+        {
+            JobStatus.EXPORTING,
+            JobStatus.COPYING,
+            JobStatus.DELIVERED,
+            JobStatus.FAILED,
+            JobStatus.EXPIRED,
+            JobStatus.CANCELED,
+        }
     ),
     JobStatus.DELIVERED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -129,6 +138,9 @@ class Job(BaseModel):
     upstream_created_at: str | None = None
     result_urls: list[str] = Field(default_factory=list)
     poll_attempts: int = 0
+    # Upstream rate-limit refusals in a row (polling or copying); reset by the next answered call.
+    rate_limited: int = 0
+    copy_retries: int = 0  # copies interrupted by an outage or a broken download, then resumed
     recreates: int = 0  # upstream exports created again after the upstream reported Failed
     reexports: int = 0  # upstream exports created again after their files expired uncopied
     execution_arn: str | None = None

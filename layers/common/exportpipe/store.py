@@ -185,6 +185,17 @@ class JobStore:
             raise
         return Job.model_validate(_from_item(resp["Attributes"]))
 
+    def defer(self, job_id: str, not_before: datetime, reason: str) -> Job:
+        """Leave a REQUESTED job for :meth:`claim_stale` to take over, but not before ``not_before``.
+
+        Its starter was refused for now (a rate limit, an outage): resuming earlier would only be
+        refused again and spend the upstream's allowance.
+        """
+        claimed_at = not_before - STALE_CLAIM
+        return self.update(
+            job_id, JobStatus.REQUESTED, {"reason": reason, "claimed_at": claimed_at.isoformat()}
+        )
+
     def transition(
         self,
         job_id: str,
@@ -220,8 +231,34 @@ class JobStore:
             job_id, sets, condition_statuses=statuses, append_history=None, target=statuses[0]
         )
 
+    def failed_attempts(self, name: str, start: datetime) -> int:
+        """How many exports of the definition's window starting at ``start`` ended undelivered."""
+        state = self.definition_state(name)
+        return int(state.get("failed_attempts", 0)) if state.get("failed_start") == start.isoformat() else 0
+
     def settle(self, job: Job) -> None:
-        """After a terminal status: advance the watermark (if delivered) and release the lease."""
+        """After a terminal status: advance the watermark (if delivered) or count the window's failed
+        attempt (if not), and release the lease.
+
+        Failed attempts are counted per window *start*: a scheduled definition's next tick plans the
+        same start with a later end, and must still know how often that window has failed.
+        """
+        if job.status is not JobStatus.DELIVERED and job.moves_watermark:
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"pk": f"DEF#{job.definition_name}"}),
+                    UpdateExpression="SET failed_start = :s, failed_attempts = :n",
+                    ConditionExpression=(
+                        "attribute_not_exists(failed_start) OR failed_start <> :s OR failed_attempts < :n"
+                    ),
+                    ExpressionAttributeValues=_to_item(
+                        {":s": job.window.start.isoformat(), ":n": job.attempt}
+                    ),
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
         if job.status is JobStatus.DELIVERED and job.moves_watermark:
             end = job.window.end.isoformat()
             try:

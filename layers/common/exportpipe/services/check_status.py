@@ -23,6 +23,7 @@ from exportpipe.services.common import (
     end_unsuccessfully,
     parse_event,
     recreate_upstream,
+    wait_out_rate_limit,
 )
 from exportpipe.services.delivery import finish_if_committed, remove_strays
 from exportpipe.sources.base import UpstreamExport, UpstreamState
@@ -67,7 +68,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     try:
         upstream = client.get_export(str(job.upstream_id))
     except UpstreamRateLimitedError as exc:
-        return _wait_out_limit(deps, job, request.attempt, exc)
+        return wait_out_rate_limit(deps, job, request.attempt, exc)
     except UpstreamUnavailableError as exc:
         logger.warning("upstream unavailable while polling; will check again", error=str(exc))
         job = deps.store.update(
@@ -86,7 +87,9 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
 
     if upstream.state is UpstreamState.PENDING:
         job = deps.store.update(
-            job.job_id, JobStatus.EXPORTING, {"poll_attempts": attempt, "upstream_state": upstream.raw_state}
+            job.job_id,
+            JobStatus.EXPORTING,
+            {"poll_attempts": attempt, "upstream_state": upstream.raw_state, "rate_limited": 0},
         )
         return answer(job, attempt, settings, backoff_seconds(attempt, settings))
     if upstream.state is UpstreamState.READY:
@@ -98,6 +101,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
                 "upstream_state": upstream.raw_state,
                 "result_urls": upstream.result_urls,
                 "upstream_created_at": upstream.created_at,
+                "rate_limited": 0,
             },
         )
         logger.info("upstream export ready", files=len(upstream.result_urls))
@@ -122,7 +126,7 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
     try:
         again = recreate_upstream(deps, job, why=why, counter="reexports" if expired else "recreates")
     except UpstreamRateLimitedError as exc:
-        return _wait_out_limit(deps, job, attempt - 1, exc)
+        return wait_out_rate_limit(deps, job, attempt - 1, exc)
     except UpstreamUnavailableError:
         return answer(job, attempt, settings, backoff_seconds(attempt, settings))
     if again is not None:
@@ -135,14 +139,6 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
         f"{why}; gave up after {tries} upstream export(s)",
     )
     return answer(job, attempt, settings)
-
-
-def _wait_out_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
-    """A rate-limit refusal: wait it out without counting the attempt."""
-    wait = max(exc.retry_after, backoff_seconds(attempt + 1, deps.settings))
-    logger.warning("upstream rate limit; waiting before the next check", error=str(exc), wait_seconds=wait)
-    job = deps.store.update(job.job_id, JobStatus.EXPORTING, {"upstream_state": f"rate limited: {exc}"})
-    return answer(job, attempt, deps.settings, wait)
 
 
 def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> dict[str, Any]:
@@ -163,6 +159,8 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
             error_type = str(cause.get("errorType", error_type))
     except ValueError:
         pass
-    status = JobStatus.EXPIRED if error_type == "ExportExpiredError" else JobStatus.FAILED
+    status = {"ExportExpiredError": JobStatus.EXPIRED, "ExportCanceledError": JobStatus.CANCELED}.get(
+        error_type, JobStatus.FAILED
+    )
     job = end_unsuccessfully(deps, job_id, status, f"{error_type}: {message}"[:1000])
     return answer(job, attempt, deps.settings)

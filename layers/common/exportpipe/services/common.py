@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from exportpipe.config import Settings
 from exportpipe.definitions import parse_definition
-from exportpipe.errors import InvalidEventError, TransitionError
+from exportpipe.errors import InvalidEventError, TransitionError, UpstreamRateLimitedError
 from exportpipe.jobs import IN_WORKFLOW, Job, JobStatus
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
@@ -45,6 +45,37 @@ def answer(job: Job, attempt: int, settings: Settings, wait: float = 0, **extra:
         "wait_seconds": int(wait),
         **extra,
     }
+
+
+def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+    """A rate-limit refusal while polling or copying: wait it out without counting the attempt.
+
+    The wait is the upstream's own (``retry_after``: the daily-limit wait, or the concurrency
+    backoff) or the poll backoff for this many refusals in a row, whichever is longer, so a limit
+    that does not clear is asked less and less often. After ``POLL_MAX_ATTEMPTS`` refusals in a row
+    the job ends FAILED with the reason instead of holding its definition forever.
+    """
+    settings = deps.settings
+    refusals = job.rate_limited + 1
+    if refusals > settings.poll_max_attempts:
+        job = end_unsuccessfully(
+            deps,
+            job.job_id,
+            JobStatus.FAILED,
+            f"the upstream rate limit refused {refusals} turns in a row; last: {exc}",
+        )
+        return answer(job, attempt, settings)
+    wait = max(exc.retry_after, backoff_seconds(refusals, settings))
+    logger.warning(
+        "upstream rate limit; waiting before calling again",
+        error=str(exc),
+        refusals=refusals,
+        wait_seconds=wait,
+    )
+    job = deps.store.update(
+        job.job_id, job.status, {"rate_limited": refusals, "upstream_state": f"rate limited: {exc}"}
+    )
+    return answer(job, attempt, settings, wait)
 
 
 def end_unsuccessfully(deps: Deps, job_id: str, status: JobStatus, reason: str) -> Job:
@@ -144,7 +175,10 @@ def recreate_upstream(
             "upstream_ref": upstream_ref(job.source, upstream.upstream_id),
             "upstream_state": upstream.raw_state,
             "result_urls": [],
+            "files": [],
             "poll_attempts": 0,
+            "rate_limited": 0,
+            "copy_retries": 0,
             counter: used + 1,
         },
     )

@@ -1,9 +1,12 @@
 """copy_result: stream every result file into S3, then commit the delivery (services.delivery).
 
-If the upstream's files expired before the copy, the export is created again (a re-export, bounded)
-and the job goes back to EXPORTING. A rate-limit refusal answers COPYING with a wait, so the workflow
-waits it out instead of failing. A retried copy of a job whose manifest is already written only
-finishes what follows the delivery.
+Each landed part is recorded on the job as it completes, so a copy that is retried (an outage, a
+broken download) or resumed after a rate-limit wait copies only the files still missing: a refused
+call never costs the downloads that already succeeded. If the upstream's files expired before the
+copy, the export is created again (a re-export, bounded) and the job goes back to EXPORTING; an
+export canceled upstream ends the job CANCELED. A rate-limit refusal answers COPYING with a wait, so
+the workflow waits it out instead of failing. A retried copy of a job whose manifest is already
+written only finishes what follows the delivery.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from exportpipe.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.definitions import parse_definition
 from exportpipe.errors import (
+    DownloadIncompleteError,
+    ExportCanceledError,
     ExportExpiredError,
     TransitionError,
     UpstreamError,
@@ -25,9 +30,19 @@ from exportpipe.jobs import Job, JobStatus, ResultFile
 from exportpipe.layout import Manifest, part_key
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
-from exportpipe.services.common import answer, parse_event, recreate_upstream
+from exportpipe.services.common import (
+    answer,
+    backoff_seconds,
+    parse_event,
+    recreate_upstream,
+    wait_out_rate_limit,
+)
 from exportpipe.services.delivery import commit, finish_if_committed, folder_of
 from exportpipe.sources.base import SourceClient, UpstreamState
+
+# A broken download or an upstream outage during the copy is tried again this many times, after the
+# poll loop's growing backoff, before the job fails; each try copies only the files still missing.
+MAX_COPY_RETRIES = 4
 
 
 class CopyResultEvent(BaseModel):
@@ -52,19 +67,40 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     folder = folder_of(deps, job)
     tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
     client = deps.client_for(job.source)
+    landed = {f.key: f for f in job.files}  # parts an earlier try of this copy already landed
+    files: list[ResultFile] = []
     try:
-        files = [
-            _copy_one(deps, client, job, url, part_key(folder, n, client.file_extension), tuning)
-            for n, url in enumerate(job.result_urls, start=1)
-        ]
+        for n, url in enumerate(job.result_urls, start=1):
+            key = part_key(folder, n, client.file_extension)
+            if key not in landed:
+                landed[key] = _copy_one(deps, client, job, url, key, tuning)
+                job = deps.store.update(
+                    job.job_id,
+                    JobStatus.COPYING,
+                    {"files": [f.model_dump(mode="json") for f in [*files, landed[key]]], "rate_limited": 0},
+                )
+            files.append(landed[key])
     except UpstreamRateLimitedError as exc:
-        logger.warning("rate limited while copying; will copy again after a wait", error=str(exc))
-        return answer(job, 0, settings, exc.retry_after)
+        return wait_out_rate_limit(deps, job, 0, exc)
+    except (UpstreamUnavailableError, DownloadIncompleteError) as exc:
+        if job.copy_retries >= MAX_COPY_RETRIES:
+            raise
+        retries = job.copy_retries + 1
+        wait = backoff_seconds(retries, settings)
+        logger.warning(
+            "copy interrupted; the files still missing are copied after a wait",
+            error=str(exc),
+            landed=len(files),
+            retry=retries,
+            wait_seconds=wait,
+        )
+        job = deps.store.update(job.job_id, JobStatus.COPYING, {"copy_retries": retries})
+        return answer(job, 0, settings, wait)
     except ExportExpiredError as exc:
         try:
             again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
         except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
-            return answer(job, 0, settings, limited.retry_after)
+            return wait_out_rate_limit(deps, job, 0, limited)
         if again is None:
             raise
         return answer(again, 0, settings, settings.poll_base_seconds)
@@ -99,10 +135,16 @@ def _copy_one(
     except UpstreamUnavailableError:
         raise
     except UpstreamError as exc:
-        # A refused download is most often an export that expired before we copied it.
-        if client.get_export(str(job.upstream_id)).state is UpstreamState.EXPIRED:
+        # A refused download is most often an export that expired (or was canceled) before we
+        # copied it: ask the upstream which.
+        state = client.get_export(str(job.upstream_id)).state
+        if state is UpstreamState.EXPIRED:
             raise ExportExpiredError(
                 f"upstream export {job.upstream_id} expired before it was copied"
+            ) from exc
+        if state is UpstreamState.CANCELED:
+            raise ExportCanceledError(
+                f"upstream export {job.upstream_id} was canceled before it was copied"
             ) from exc
         raise
 

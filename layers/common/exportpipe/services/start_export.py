@@ -11,7 +11,7 @@ resumes that same job instead of opening a new window.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
@@ -21,6 +21,7 @@ from exportpipe.errors import (
     ExportPipeError,
     InvalidDefinitionError,
     TransitionError,
+    UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
 from exportpipe.jobs import (
@@ -36,8 +37,6 @@ from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.common import end_unsuccessfully, ensure_workflow, parse_event, start_workflow
 from exportpipe.store import upstream_ref
-
-UNCLAIMED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class StartExportEvent(BaseModel):
@@ -111,8 +110,13 @@ def _start_window(
     *,
     explicit: bool,
 ) -> dict[str, Any] | None:
-    """Start the window's export, or find it started. None: the plan is stale, plan again."""
-    for attempt in range(1, MAX_WINDOW_ATTEMPTS + 1):
+    """Start the window's export, or find it started. None: the plan is stale, plan again.
+
+    A window whose earlier exports ended undelivered is tried again as attempt 2, 3… — counted by
+    the window's start, so a schedule's later ticks (same start, later end) count too.
+    """
+    first = 1 if explicit else deps.store.failed_attempts(definition.name, window.start) + 1
+    for attempt in range(first, MAX_WINDOW_ATTEMPTS + 1):
         now = deps.clock()
         job = Job(
             job_id=job_id_for(definition.name, window, attempt),
@@ -149,6 +153,7 @@ def _start_window(
         metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
         return _create_upstream(deps, job, definition)
     logger.error("window failed every attempt; not tried again", attempts=MAX_WINDOW_ATTEMPTS)
+    metrics.add_metric(name="WindowsGivenUp", unit="Count", value=1)
     return {
         "status": "GAVE_UP",
         "reason": f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
@@ -186,12 +191,12 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         finally:
             client.close()
     except UpstreamUnavailableError as exc:
-        # Transient (rate limit, outage): keep the job and its lease; the next tick resumes it.
+        # Transient (rate limit, outage): keep the job and its lease; the next tick resumes it, but
+        # not before the upstream's wait (a daily limit's reset) is over.
         reason = f"waiting to create the upstream export: {exc}"
-        deps.store.update(
-            job.job_id, JobStatus.REQUESTED, {"reason": reason, "claimed_at": UNCLAIMED.isoformat()}
-        )
-        logger.warning("upstream export not created yet; will resume", reason=reason)
+        retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
+        deps.store.defer(job.job_id, deps.clock() + timedelta(seconds=retry_after), reason)
+        logger.warning("upstream export not created yet; will resume", reason=reason, retry_after=retry_after)
         return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
