@@ -436,3 +436,28 @@ def test_a_window_whose_export_failed_gets_another_attempt(pardot: PardotSandbox
     assert second["window"] == event["window"]
     third = start_export(event, context("StartExportFunction"))  # a duplicate of the retry
     assert third == {"job_id": second["job_id"], "status": "EXPORTING", "duplicate": True}
+
+
+def test_an_export_given_up_on_is_canceled_upstream_so_it_does_not_hold_up_the_queue(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an export that stays Processing longer than the poll attempts last
+    monkeypatch.setenv("POLL_MAX_ATTEMPTS", "2")
+    pardot.processing_seconds = 600
+    started = start_export(_schedule_event("fn-abandoned"), context("StartExportFunction"))
+    answers = [
+        check_status({"job_id": started["job_id"], "attempt": n}, context("CheckStatusFunction"))
+        for n in range(3)
+    ]
+    # THEN the job fails with the reason, and the upstream export is canceled (Pardot runs an
+    # account's exports one at a time: an abandoned one would hold up every later export)
+    assert [a["status"] for a in answers] == ["EXPORTING", "EXPORTING", "FAILED"]
+    assert pardot.export_state(int(started["upstream_id"])).value == "Canceled"
+    # AND the workflow's failure recorder does the same for a job it finds still exporting
+    second = start_export(_schedule_event("fn-abandoned-2"), context("StartExportFunction"))
+    event = {
+        "job_id": second["job_id"],
+        "error": {"Error": "PollAttemptsExhausted", "Cause": '{"errorType": "PollAttemptsExhausted"}'},
+    }
+    assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
+    assert pardot.export_state(int(second["upstream_id"])).value == "Canceled"

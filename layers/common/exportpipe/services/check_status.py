@@ -18,6 +18,7 @@ from exportpipe.jobs import Job, JobStatus
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
+    abandon_upstream,
     answer,
     backoff_seconds,
     end_unsuccessfully,
@@ -62,6 +63,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"export not ready after {settings.poll_max_attempts} checks"
         )
+        abandon_upstream(deps, job)
         return answer(job, attempt, settings)
 
     client = deps.client_for(job.source)
@@ -150,6 +152,7 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
         return answer(finished, attempt, deps.settings)
     if job.status is JobStatus.COPYING:
         remove_strays(deps, job, keep=set())  # parts of a copy that will never be delivered
+    waiting_upstream = job.status is JobStatus.EXPORTING  # e.g. the poll attempts ran out
     message = error.cause
     error_type = error.error
     try:
@@ -163,4 +166,6 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
         error_type, JobStatus.FAILED
     )
     job = end_unsuccessfully(deps, job_id, status, f"{error_type}: {message}"[:1000])
+    if waiting_upstream:
+        abandon_upstream(deps, job)
     return answer(job, attempt, deps.settings)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from exportpipe.config import Settings
 from exportpipe.definitions import parse_definition
-from exportpipe.errors import InvalidEventError, TransitionError, UpstreamRateLimitedError
+from exportpipe.errors import ExportPipeError, InvalidEventError, TransitionError, UpstreamRateLimitedError
 from exportpipe.jobs import IN_WORKFLOW, Job, JobStatus
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
@@ -99,6 +99,23 @@ def end_unsuccessfully(deps: Deps, job_id: str, status: JobStatus, reason: str) 
         deps.publisher.failed(job)
         job = deps.store.update(job.job_id, job.status, {"event_sent": True})
     return job
+
+
+def abandon_upstream(deps: Deps, job: Job) -> None:
+    """Cancel the job's upstream export now that nothing will copy it (best effort: a refusal is
+    logged, never raised, since the job's own outcome is already decided)."""
+    if not job.upstream_id:
+        return
+    client = deps.client_for(job.source)
+    try:
+        canceled = client.cancel_export(job.upstream_id)
+        logger.info("abandoned upstream export", upstream_id=job.upstream_id, canceled=canceled)
+    except ExportPipeError as exc:
+        logger.warning(
+            "could not cancel the abandoned upstream export", upstream_id=job.upstream_id, error=str(exc)
+        )
+    finally:
+        client.close()
 
 
 def start_workflow(deps: Deps, job: Job, name: str) -> str:

@@ -43,6 +43,7 @@ from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
 EXPIRED_TOKEN_CODE = 184
 CONCURRENCY_CODE = 66
 DAILY_LIMIT_CODE = 122
+INVALID_STATE_CODE = 178  # "The current state of the export does not allow the operation"
 DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
 
 _STATES = {
@@ -255,6 +256,21 @@ class PardotClient:
 
     def get_export(self, upstream_id: str) -> UpstreamExport:
         return _export(self._call("GET", f"/api/v5/exports/{upstream_id}"))
+
+    def cancel_export(self, upstream_id: str) -> bool:
+        """Cancel a Waiting or Processing export (``POST /api/v5/exports/{id}/do/cancel``).
+
+        Pardot works through a business unit's exports one at a time, oldest first: an export nobody
+        waits for any more would hold up every later one. An export that already ended answers 400 /
+        code 178 (its state does not allow the operation): False.
+        """
+        try:
+            self._call("POST", f"/api/v5/exports/{upstream_id}/do/cancel")
+        except UpstreamError as exc:
+            if exc.code == INVALID_STATE_CODE and not isinstance(exc, UpstreamUnavailableError):
+                return False
+            raise
+        return True
 
     def window_arguments(self, definition: PardotDefinition, window: Window) -> dict[str, Any]:
         zone = ZoneInfo(definition.timezone)
