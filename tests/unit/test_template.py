@@ -143,26 +143,67 @@ def test_data_stores_are_protected(template: Template) -> None:
     assert stmt["Effect"] == "Deny" and stmt["Condition"]["Bool"]["aws:SecureTransport"] == "false"
 
 
-def _policy_actions(props: dict[str, Any]) -> tuple[set[str], set[str]]:
-    actions: set[str] = set()
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _policies(template: Template, props: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str]]:
+    """A function's IAM statements (inline, and those of the template's managed policies it names by
+    Ref), and the names of the SAM policy templates / AWS managed policies it uses."""
+    statements: list[dict[str, Any]] = []
     managed: set[str] = set()
     for policy in props.get("Policies", []):
         if isinstance(policy, dict) and "Statement" in policy:
-            for stmt in policy["Statement"]:
-                acts = stmt["Action"]
-                actions |= set(acts if isinstance(acts, list) else [acts])
+            statements += policy["Statement"]
+        elif isinstance(policy, dict) and set(policy) == {"Ref"}:
+            resource = template.resources.get(policy["Ref"])
+            assert resource is not None, f"Policies names {policy['Ref']}, which is not in the template"
+            assert resource["Type"] == "AWS::IAM::ManagedPolicy", policy["Ref"]
+            statements += resource["Properties"]["PolicyDocument"]["Statement"]
         elif isinstance(policy, dict):
             managed |= set(policy)
         else:
             managed.add(str(policy))
+    return statements, managed
+
+
+def _policy_actions(template: Template, props: dict[str, Any]) -> tuple[set[str], set[str]]:
+    statements, managed = _policies(template, props)
+    actions = {a for stmt in statements for a in _as_list(stmt["Action"])}
     return actions, managed
 
 
 def test_functions_get_least_privilege(template: Template) -> None:
     for logical_id in template.of_type("AWS::Serverless::Function"):
-        actions, managed = _policy_actions(template.function_properties(logical_id))
+        actions, managed = _policy_actions(template, template.function_properties(logical_id))
         assert not [a for a in actions if a.endswith(":*") or a == "*"], logical_id
         assert not actions & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}, logical_id
         assert not managed & {"DynamoDBCrudPolicy", "S3CrudPolicy", "AdministratorAccess"}, logical_id
-    actions, _ = _policy_actions(template.function_properties("WebhookFunction"))
+    actions, _ = _policy_actions(template, template.function_properties("WebhookFunction"))
     assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+
+
+BUCKET_ARN = {"Fn::GetAtt": ["ResultsBucket", "Arn"]}
+
+
+def test_readers_of_objects_may_list_the_bucket_unconditionally(template: Template) -> None:
+    """S3 answers a GetObject of a missing key 404 NoSuchKey only to a caller with s3:ListBucket on the
+    bucket, and 403 AccessDenied otherwise (which read_manifest does not take for "not written yet").
+    A GetObject request carries no s3:prefix, so a ListBucket grant conditioned on s3:prefix does not
+    count: the grant must be on the bucket itself, without a Condition."""
+    readers = 0
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        statements, _ = _policies(template, template.function_properties(logical_id))
+        allowed = [s for s in statements if s["Effect"] == "Allow"]
+        if not any("s3:GetObject" in _as_list(s["Action"]) for s in allowed):
+            continue
+        readers += 1
+        listing = [
+            s
+            for s in allowed
+            if "s3:ListBucket" in _as_list(s["Action"])
+            and BUCKET_ARN in _as_list(s["Resource"])
+            and "Condition" not in s
+        ]
+        assert listing, f"{logical_id} reads objects but has no unconditional s3:ListBucket on the bucket"
+    assert readers >= 2  # check_status and copy_result read the manifest
