@@ -181,6 +181,42 @@ def test_functions_get_least_privilege(template: Template) -> None:
         assert not managed & {"DynamoDBCrudPolicy", "S3CrudPolicy", "AdministratorAccess"}, logical_id
     actions, _ = _policy_actions(template, template.function_properties("WebhookFunction"))
     assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+    # check_status reads manifests and removes stray parts; it never writes an object
+    actions, _ = _policy_actions(template, template.function_properties("CheckStatusFunction"))
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
+
+
+def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None:
+    """The functions that start and track jobs share one managed policy instead of copies of it."""
+    (policy_id,) = template.of_type("AWS::IAM::ManagedPolicy")
+    users = {
+        logical_id
+        for logical_id in template.of_type("AWS::Serverless::Function")
+        if {"Ref": policy_id} in template.function_properties(logical_id).get("Policies", [])
+    }
+    assert users == {"StartExportFunction", "CheckStatusFunction", "CopyResultFunction"}
+    shared = {
+        a
+        for s in template.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
+        for a in _as_list(s["Action"])
+    }
+    assert {"dynamodb:PutItem", "states:StartExecution", "secretsmanager:GetSecretValue"} <= shared
+    for logical_id in users:
+        inline = [
+            a
+            for p in template.function_properties(logical_id)["Policies"]
+            if isinstance(p, dict) and "Statement" in p
+            for s in p["Statement"]
+            for a in _as_list(s["Action"])
+        ]
+        assert not shared & set(inline), f"{logical_id} repeats the managed policy's actions inline"
+
+
+def test_the_local_stack_knows_every_resource_type(template: Template) -> None:
+    from exportpipe.local.stack import CREATED, NOT_EMULATED
+
+    unknown = {r["Type"] for r in template.resources.values()} - CREATED - NOT_EMULATED
+    assert not unknown, f"the local stack would refuse to start: {unknown}"
 
 
 BUCKET_ARN = {"Fn::GetAtt": ["ResultsBucket", "Arn"]}

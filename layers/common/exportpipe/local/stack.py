@@ -66,6 +66,7 @@ NOT_EMULATED = {
     "AWS::S3::BucketPolicy",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
 }
 
 # Local settings for the template's parameters: short waits so the real state machine runs in seconds.
