@@ -243,3 +243,35 @@ def test_readers_of_objects_may_list_the_bucket_unconditionally(template: Templa
         ]
         assert listing, f"{logical_id} reads objects but has no unconditional s3:ListBucket on the bucket"
     assert readers >= 2  # check_status and copy_result read the manifest
+
+
+def test_failed_scheduled_starts_are_kept_and_alarmed(template: Template) -> None:
+    """Scheduler invokes start_export asynchronously: a failing event (an invalid definition) must land
+    in an encrypted queue, definition included, and an alarm must say so; not only the logs."""
+    props = template.function_properties("StartExportFunction")
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue_id, attribute = on_failure["Destination"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    queue = template.resources[queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    qp = queue["Properties"]
+    assert qp.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in qp, "the queue holds definitions"
+    assert qp["MessageRetentionPeriod"] >= 7 * 24 * 3600, "keep failures long enough to replay them"
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] <= 2
+    # what Scheduler itself could not deliver goes to the same queue
+    schedules = [e for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
+    assert schedules
+    for event in schedules:
+        assert event["Properties"]["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    alarms = [
+        a["Properties"]
+        for a in template.of_type("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/SQS"
+    ]
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    assert alarm["TreatMissingData"] == "notBreaching"

@@ -2,7 +2,7 @@
 
 - moto's server on a free loopback port, with Step Functions executing the real ASL file
   (``stepfunctions.execute_state_machine``) and Lambda bridged in-process to the real handlers;
-- the template's buckets, tables, event buses, functions, state machines and schedules created in it,
+- the template's buckets, tables, queues, event buses, functions, state machines and schedules created in it,
   with each function's environment (Globals merged, Refs resolved to the local resources);
 - the source sandboxes, and a Secrets Manager secret per source holding the sandbox's credentials;
 - the API Gateway front door for the template's ``Api`` events;
@@ -58,6 +58,7 @@ CREATED = {
     "AWS::Events::EventBus",
     "AWS::Serverless::Api",
     "AWS::Scheduler::Schedule",
+    "AWS::SQS::Queue",
 }
 NOT_EMULATED = {
     "AWS::Serverless::LayerVersion",  # the layer's code is imported directly
@@ -67,6 +68,20 @@ NOT_EMULATED = {
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
+}
+
+# AWS::SQS::Queue properties that are queue attributes of the same name.
+_QUEUE_ATTRIBUTES = {
+    "ContentBasedDeduplication",
+    "DelaySeconds",
+    "FifoQueue",
+    "KmsMasterKeyId",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedrivePolicy",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
 }
 
 # Local settings for the template's parameters: short waits so the real state machine runs in seconds.
@@ -97,6 +112,15 @@ class Schedule:
 def _quiet() -> None:
     for name in ("werkzeug", "moto.stepfunctions.parser", "botocore.credentials"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _queue_attribute(value: Any) -> str:
+    """A queue property as SQS's attribute string (booleans lower case, RedrivePolicy as JSON)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
 
 
 def _zip(source_dir: Path) -> bytes:
@@ -133,6 +157,7 @@ class LocalStack:
         self.functions: dict[str, FunctionSpec] = {}
         self.schedules: dict[str, Schedule] = {}
         self.refs: dict[str, Any] = {}
+        self.queues: dict[str, str] = {}  # the template's SQS queues: logical id -> queue URL
         self.consumer_queue_url = ""
         self._owns_lock = False
 
@@ -316,6 +341,11 @@ class LocalStack:
                 name = name_resolver.resolve(props.get("Name", base))
                 self.refs[logical_id] = name
                 attrs[(logical_id, "Arn")] = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}"
+            elif kind == "AWS::SQS::Queue":
+                name = name_resolver.resolve(props.get("QueueName", base))
+                self.refs[logical_id] = f"{self.endpoint_url}/{ACCOUNT}/{name}"  # moto's URL; set on create
+                attrs[(logical_id, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+                attrs[(logical_id, "QueueName")] = name
             elif kind == "AWS::Logs::LogGroup":
                 self.refs[logical_id] = base
                 attrs[(logical_id, "Arn")] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{base}:*"
@@ -333,6 +363,8 @@ class LocalStack:
             self._create_table(self.refs[logical_id], resolver.resolve(res.get("Properties", {})))
         for logical_id, res in tpl.of_type("AWS::S3::Bucket").items():
             self._create_bucket(self.refs[logical_id], resolver.resolve(res.get("Properties", {})))
+        for logical_id, res in tpl.of_type("AWS::SQS::Queue").items():
+            self._create_queue(logical_id, attrs, resolver.resolve(res.get("Properties", {})))
         for logical_id in tpl.of_type("AWS::Events::EventBus"):
             self.client("events").create_event_bus(Name=self.refs[logical_id])
             self._subscribe_consumer(self.refs[logical_id])
@@ -430,6 +462,17 @@ class LocalStack:
                     out["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
                 rules.append(out)
             s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+
+    def _create_queue(
+        self, logical_id: str, attrs: dict[tuple[str, str], Any], props: dict[str, Any]
+    ) -> None:
+        attributes = {k: _queue_attribute(v) for k, v in props.items() if k in _QUEUE_ATTRIBUTES}
+        url = self.client("sqs").create_queue(
+            QueueName=attrs[(logical_id, "QueueName")], Attributes=attributes
+        )["QueueUrl"]
+        self.refs[logical_id] = url
+        attrs[(logical_id, "QueueUrl")] = url
+        self.queues[logical_id] = url
 
     def _subscribe_consumer(self, bus: str) -> None:
         sqs = self.client("sqs")
