@@ -275,3 +275,62 @@ def test_failed_scheduled_starts_are_kept_and_alarmed(template: Template) -> Non
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
     assert alarm["TreatMissingData"] == "notBreaching"
+
+
+# Parameters that configure the template itself and feed no setting.
+TEMPLATE_ONLY_PARAMETERS = {"LogRetentionDays", "ScheduleState"}
+
+
+def _bound(field: Any, kinds: tuple[type, ...]) -> float | None:
+    """The field's lower (``kinds`` = Ge, Gt) or upper (Le, Lt) bound, if it has one."""
+    for m in field.metadata:
+        if isinstance(m, kinds):
+            (name,) = (k for k in ("ge", "gt", "le", "lt") if hasattr(m, k))
+            return float(getattr(m, name))
+    return None
+
+
+def test_settings_match_the_parameters_that_feed_them(template: Template) -> None:
+    """Each template parameter passed to the functions' environment has, in Settings, the same default
+    and the same bounds (MinValue ↔ ge, MaxValue ↔ le: CloudFormation's bounds are inclusive), so a
+    setting read outside the template (tests, the local stack) behaves as the deployed one."""
+    import annotated_types as at
+
+    env = template.body["Globals"]["Function"]["Environment"]["Variables"]
+    fed = {
+        value["Ref"]: var for var, value in env.items() if isinstance(value, dict) and set(value) == {"Ref"}
+    }
+    fields = {f.alias: f for f in Settings.model_fields.values()}
+    problems: list[str] = []
+    for name, spec in template.parameters.items():
+        if name not in fed:
+            assert name in TEMPLATE_ONLY_PARAMETERS, f"parameter {name} feeds no setting"
+            continue
+        field = fields.get(fed[name])
+        assert field is not None, f"{name} feeds {fed[name]}, which no setting reads"
+        numeric = spec["Type"] == "Number"
+        if "Default" in spec:
+            expected = float(spec["Default"]) if numeric else str(spec["Default"])
+            actual = None if field.is_required() else field.default
+            if (float(actual) if numeric and actual is not None else actual) != expected:
+                problems.append(f"{name} Default {spec['Default']!r} vs {field.alias} default {actual!r}")
+        if numeric:
+            if any(isinstance(m, (at.Gt, at.Lt)) for m in field.metadata):
+                problems.append(f"{field.alias}: use ge/le, the template's bounds are inclusive")
+            for key, kinds in (("MinValue", (at.Ge, at.Gt)), ("MaxValue", (at.Le, at.Lt))):
+                template_bound = float(spec[key]) if key in spec else None
+                setting_bound = _bound(field, kinds)
+                if template_bound != setting_bound:
+                    problems.append(f"{name} {key} {template_bound} vs {field.alias} {setting_bound}")
+    assert not problems, problems
+
+
+def test_local_parameters_are_within_the_template_bounds(template: Template) -> None:
+    from exportpipe.local.stack import LOCAL_PARAMETERS
+
+    for name, value in LOCAL_PARAMETERS.items():
+        spec = template.parameters[name]
+        if spec["Type"] == "Number":
+            assert (
+                float(spec.get("MinValue", "-inf")) <= float(value) <= float(spec.get("MaxValue", "inf"))
+            ), name
