@@ -334,3 +334,17 @@ def test_local_parameters_are_within_the_template_bounds(template: Template) -> 
             assert (
                 float(spec.get("MinValue", "-inf")) <= float(value) <= float(spec.get("MaxValue", "inf"))
             ), name
+
+
+def test_the_local_stack_finds_the_template_from_the_package_or_a_folder_below_it(tmp_path: Path) -> None:
+    from exportpipe.local.stack import find_template
+    from exportpipe.local.template import TemplateError
+
+    assert find_template() == ROOT / "template.yaml"  # from the package: this checkout's
+    project, bare = tmp_path / "project", tmp_path / "bare"
+    (project / "a" / "b").mkdir(parents=True)
+    bare.mkdir()
+    (project / "template.yaml").write_text("Resources: {}\n")
+    assert find_template(project / "a" / "b") == project / "template.yaml"
+    with pytest.raises(TemplateError, match=r"no template\.yaml in .*bare or any folder above"):
+        find_template(bare)

@@ -44,8 +44,7 @@ from exportpipe.secrets import clear_secret_cache
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
+TEMPLATE_NAME = "template.yaml"
 
 # Resource types the local stack creates, and those it knowingly leaves out (they change nothing a
 # local run can observe: IAM, logs, alarms, bucket policies). Any other type is an error, so a new
@@ -114,6 +113,22 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def find_template(*starts: Path) -> Path:
+    """The first ``template.yaml`` in one of ``starts`` or a folder above it. By default the search
+    starts at this package (the checkout it is installed from, editable) and then at the working
+    directory (a checkout whose package is installed elsewhere)."""
+    folders = [p.resolve() for p in starts] or [Path(__file__).resolve().parent, Path.cwd().resolve()]
+    for start in folders:
+        for folder in (start, *start.parents):
+            candidate = folder / TEMPLATE_NAME
+            if candidate.is_file():
+                return candidate
+    raise TemplateError(
+        f"no {TEMPLATE_NAME} in {' or '.join(map(str, folders))} or any folder above; "
+        "pass LocalStack(template=<path to the project's template.yaml>)"
+    )
+
+
 def _queue_attribute(value: Any) -> str:
     """A queue property as SQS's attribute string (booleans lower case, RedrivePolicy as JSON)."""
     if isinstance(value, bool):
@@ -134,7 +149,7 @@ def _zip(source_dir: Path) -> bytes:
 class LocalStack:
     def __init__(
         self,
-        template: str | Path = DEFAULT_TEMPLATE,
+        template: str | Path | None = None,
         *,
         parameters: Mapping[str, str] | None = None,
         sandboxes: Mapping[str, Sandbox] | None = None,
@@ -142,7 +157,7 @@ class LocalStack:
         log_level: str | None = None,
         execute_workflows: bool = True,
     ) -> None:
-        self.template = Template.load(template)
+        self.template = Template.load(template if template is not None else find_template())
         self.stack_name = stack_name
         self._parameter_overrides = {**LOCAL_PARAMETERS, **(parameters or {})}
         self._sandbox_apps = dict(sandboxes) if sandboxes is not None else _default_sandboxes()
