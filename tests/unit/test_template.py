@@ -143,26 +143,208 @@ def test_data_stores_are_protected(template: Template) -> None:
     assert stmt["Effect"] == "Deny" and stmt["Condition"]["Bool"]["aws:SecureTransport"] == "false"
 
 
-def _policy_actions(props: dict[str, Any]) -> tuple[set[str], set[str]]:
-    actions: set[str] = set()
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _policies(template: Template, props: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str]]:
+    """A function's IAM statements (inline, and those of the template's managed policies it names by
+    Ref), and the names of the SAM policy templates / AWS managed policies it uses."""
+    statements: list[dict[str, Any]] = []
     managed: set[str] = set()
     for policy in props.get("Policies", []):
         if isinstance(policy, dict) and "Statement" in policy:
-            for stmt in policy["Statement"]:
-                acts = stmt["Action"]
-                actions |= set(acts if isinstance(acts, list) else [acts])
+            statements += policy["Statement"]
+        elif isinstance(policy, dict) and set(policy) == {"Ref"}:
+            resource = template.resources.get(policy["Ref"])
+            assert resource is not None, f"Policies names {policy['Ref']}, which is not in the template"
+            assert resource["Type"] == "AWS::IAM::ManagedPolicy", policy["Ref"]
+            statements += resource["Properties"]["PolicyDocument"]["Statement"]
         elif isinstance(policy, dict):
             managed |= set(policy)
         else:
             managed.add(str(policy))
+    return statements, managed
+
+
+def _policy_actions(template: Template, props: dict[str, Any]) -> tuple[set[str], set[str]]:
+    statements, managed = _policies(template, props)
+    actions = {a for stmt in statements for a in _as_list(stmt["Action"])}
     return actions, managed
 
 
 def test_functions_get_least_privilege(template: Template) -> None:
     for logical_id in template.of_type("AWS::Serverless::Function"):
-        actions, managed = _policy_actions(template.function_properties(logical_id))
+        actions, managed = _policy_actions(template, template.function_properties(logical_id))
         assert not [a for a in actions if a.endswith(":*") or a == "*"], logical_id
         assert not actions & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}, logical_id
         assert not managed & {"DynamoDBCrudPolicy", "S3CrudPolicy", "AdministratorAccess"}, logical_id
-    actions, _ = _policy_actions(template.function_properties("WebhookFunction"))
+    actions, _ = _policy_actions(template, template.function_properties("WebhookFunction"))
     assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+    # check_status reads manifests and removes stray parts; it never writes an object
+    actions, _ = _policy_actions(template, template.function_properties("CheckStatusFunction"))
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
+
+
+def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None:
+    """The functions that start and track jobs share one managed policy instead of copies of it."""
+    (policy_id,) = template.of_type("AWS::IAM::ManagedPolicy")
+    users = {
+        logical_id
+        for logical_id in template.of_type("AWS::Serverless::Function")
+        if {"Ref": policy_id} in template.function_properties(logical_id).get("Policies", [])
+    }
+    assert users == {"StartExportFunction", "CheckStatusFunction", "CopyResultFunction"}
+    shared = {
+        a
+        for s in template.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
+        for a in _as_list(s["Action"])
+    }
+    assert {"dynamodb:PutItem", "states:StartExecution", "secretsmanager:GetSecretValue"} <= shared
+    for logical_id in users:
+        inline = [
+            a
+            for p in template.function_properties(logical_id)["Policies"]
+            if isinstance(p, dict) and "Statement" in p
+            for s in p["Statement"]
+            for a in _as_list(s["Action"])
+        ]
+        assert not shared & set(inline), f"{logical_id} repeats the managed policy's actions inline"
+
+
+def test_the_local_stack_knows_every_resource_type(template: Template) -> None:
+    from exportpipe.local.stack import CREATED, NOT_EMULATED
+
+    unknown = {r["Type"] for r in template.resources.values()} - CREATED - NOT_EMULATED
+    assert not unknown, f"the local stack would refuse to start: {unknown}"
+
+
+BUCKET_ARN = {"Fn::GetAtt": ["ResultsBucket", "Arn"]}
+
+
+def test_readers_of_objects_may_list_the_bucket_unconditionally(template: Template) -> None:
+    """S3 answers a GetObject of a missing key 404 NoSuchKey only to a caller with s3:ListBucket on the
+    bucket, and 403 AccessDenied otherwise (which read_manifest does not take for "not written yet").
+    A GetObject request carries no s3:prefix, so a ListBucket grant conditioned on s3:prefix does not
+    count: the grant must be on the bucket itself, without a Condition."""
+    readers = 0
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        statements, _ = _policies(template, template.function_properties(logical_id))
+        allowed = [s for s in statements if s["Effect"] == "Allow"]
+        if not any("s3:GetObject" in _as_list(s["Action"]) for s in allowed):
+            continue
+        readers += 1
+        listing = [
+            s
+            for s in allowed
+            if "s3:ListBucket" in _as_list(s["Action"])
+            and BUCKET_ARN in _as_list(s["Resource"])
+            and "Condition" not in s
+        ]
+        assert listing, f"{logical_id} reads objects but has no unconditional s3:ListBucket on the bucket"
+    assert readers >= 2  # check_status and copy_result read the manifest
+
+
+def test_failed_scheduled_starts_are_kept_and_alarmed(template: Template) -> None:
+    """Scheduler invokes start_export asynchronously: a failing event (an invalid definition) must land
+    in an encrypted queue, definition included, and an alarm must say so; not only the logs."""
+    props = template.function_properties("StartExportFunction")
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue_id, attribute = on_failure["Destination"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    queue = template.resources[queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    qp = queue["Properties"]
+    assert qp.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in qp, "the queue holds definitions"
+    assert qp["MessageRetentionPeriod"] >= 7 * 24 * 3600, "keep failures long enough to replay them"
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] <= 2
+    # what Scheduler itself could not deliver goes to the same queue
+    schedules = [e for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
+    assert schedules
+    for event in schedules:
+        assert event["Properties"]["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    alarms = [
+        a["Properties"]
+        for a in template.of_type("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/SQS"
+    ]
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+# Parameters that configure the template itself and feed no setting.
+TEMPLATE_ONLY_PARAMETERS = {"LogRetentionDays", "ScheduleState"}
+
+
+def _bound(field: Any, kinds: tuple[type, ...]) -> float | None:
+    """The field's lower (``kinds`` = Ge, Gt) or upper (Le, Lt) bound, if it has one."""
+    for m in field.metadata:
+        if isinstance(m, kinds):
+            (name,) = (k for k in ("ge", "gt", "le", "lt") if hasattr(m, k))
+            return float(getattr(m, name))
+    return None
+
+
+def test_settings_match_the_parameters_that_feed_them(template: Template) -> None:
+    """Each template parameter passed to the functions' environment has, in Settings, the same default
+    and the same bounds (MinValue ↔ ge, MaxValue ↔ le: CloudFormation's bounds are inclusive), so a
+    setting read outside the template (tests, the local stack) behaves as the deployed one."""
+    import annotated_types as at
+
+    env = template.body["Globals"]["Function"]["Environment"]["Variables"]
+    fed = {
+        value["Ref"]: var for var, value in env.items() if isinstance(value, dict) and set(value) == {"Ref"}
+    }
+    fields = {f.alias: f for f in Settings.model_fields.values()}
+    problems: list[str] = []
+    for name, spec in template.parameters.items():
+        if name not in fed:
+            assert name in TEMPLATE_ONLY_PARAMETERS, f"parameter {name} feeds no setting"
+            continue
+        field = fields.get(fed[name])
+        assert field is not None, f"{name} feeds {fed[name]}, which no setting reads"
+        numeric = spec["Type"] == "Number"
+        if "Default" in spec:
+            expected = float(spec["Default"]) if numeric else str(spec["Default"])
+            actual = None if field.is_required() else field.default
+            if (float(actual) if numeric and actual is not None else actual) != expected:
+                problems.append(f"{name} Default {spec['Default']!r} vs {field.alias} default {actual!r}")
+        if numeric:
+            if any(isinstance(m, (at.Gt, at.Lt)) for m in field.metadata):
+                problems.append(f"{field.alias}: use ge/le, the template's bounds are inclusive")
+            for key, kinds in (("MinValue", (at.Ge, at.Gt)), ("MaxValue", (at.Le, at.Lt))):
+                template_bound = float(spec[key]) if key in spec else None
+                setting_bound = _bound(field, kinds)
+                if template_bound != setting_bound:
+                    problems.append(f"{name} {key} {template_bound} vs {field.alias} {setting_bound}")
+    assert not problems, problems
+
+
+def test_local_parameters_are_within_the_template_bounds(template: Template) -> None:
+    from exportpipe.local.stack import LOCAL_PARAMETERS
+
+    for name, value in LOCAL_PARAMETERS.items():
+        spec = template.parameters[name]
+        if spec["Type"] == "Number":
+            assert (
+                float(spec.get("MinValue", "-inf")) <= float(value) <= float(spec.get("MaxValue", "inf"))
+            ), name
+
+
+def test_the_local_stack_finds_the_template_from_the_package_or_a_folder_below_it(tmp_path: Path) -> None:
+    from exportpipe.local.stack import find_template
+    from exportpipe.local.template import TemplateError
+
+    assert find_template() == ROOT / "template.yaml"  # from the package: this checkout's
+    project, bare = tmp_path / "project", tmp_path / "bare"
+    (project / "a" / "b").mkdir(parents=True)
+    bare.mkdir()
+    (project / "template.yaml").write_text("Resources: {}\n")
+    assert find_template(project / "a" / "b") == project / "template.yaml"
+    with pytest.raises(TemplateError, match=r"no template\.yaml in .*bare or any folder above"):
+        find_template(bare)

@@ -1,8 +1,9 @@
 """Settings: the only module that reads the process environment, and only when asked (never at import).
 
 Each value comes from an environment variable that ``template.yaml`` sets on the functions; the local
-stack resolves the same template, so the names below and the template's ``Environment`` stay in step
-(``tests/unit/test_template.py`` checks it).
+stack resolves the same template, so the names below and the template's ``Environment`` stay in step,
+and each default and bound is the one of the template parameter that feeds it
+(``tests/unit/test_template.py`` checks both).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Settings(BaseModel):
     pardot_secret_arn: str = Field(default="", alias="PARDOT_SECRET_ARN")
     # Allow-list for result downloads and their redirects (comma-separated host names; a leading
     # "*." matches any subdomain). The upstream API host of each source is always allowed.
-    download_hosts: str = Field(default="", alias="DOWNLOAD_HOST_ALLOWLIST")
+    download_hosts: str = Field(default="*.pardot.com,*.salesforce.com", alias="DOWNLOAD_HOST_ALLOWLIST")
     poll_base_seconds: int = Field(default=30, ge=1, alias="POLL_BASE_SECONDS")
     poll_max_seconds: int = Field(default=900, ge=1, alias="POLL_MAX_SECONDS")
     poll_max_attempts: int = Field(default=60, ge=1, alias="POLL_MAX_ATTEMPTS")
@@ -42,9 +43,10 @@ class Settings(BaseModel):
     # Wait after a rate-limit refusal (Pardot 122: the daily allowance) before calling again.
     rate_limit_wait_seconds: int = Field(default=1800, ge=1, alias="RATE_LIMIT_WAIT_SECONDS")
     # First backoff of in-call retries (Pardot 66: too many concurrent requests); doubles each time.
-    upstream_backoff_seconds: float = Field(default=2.0, gt=0, alias="UPSTREAM_BACKOFF_SECONDS")
-    http_timeout_seconds: float = Field(default=30.0, gt=0, alias="HTTP_TIMEOUT_SECONDS")
-    part_size_mib: int = Field(default=8, ge=5, le=512, alias="COPY_PART_SIZE_MIB")
+    upstream_backoff_seconds: float = Field(default=2.0, ge=0.01, alias="UPSTREAM_BACKOFF_SECONDS")
+    http_timeout_seconds: float = Field(default=30.0, ge=1, alias="HTTP_TIMEOUT_SECONDS")
+    # The copy holds up to 7 parts in memory: 64 MiB parts stay well inside copy_result's 1024 MB.
+    part_size_mib: int = Field(default=16, ge=5, le=64, alias="COPY_PART_SIZE_MIB")
 
     @property
     def allowed_download_hosts(self) -> tuple[str, ...]:

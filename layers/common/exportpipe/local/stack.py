@@ -2,7 +2,7 @@
 
 - moto's server on a free loopback port, with Step Functions executing the real ASL file
   (``stepfunctions.execute_state_machine``) and Lambda bridged in-process to the real handlers;
-- the template's buckets, tables, event buses, functions, state machines and schedules created in it,
+- the template's buckets, tables, queues, event buses, functions, state machines and schedules created in it,
   with each function's environment (Globals merged, Refs resolved to the local resources);
 - the source sandboxes, and a Secrets Manager secret per source holding the sandbox's credentials;
 - the API Gateway front door for the template's ``Api`` events;
@@ -44,8 +44,7 @@ from exportpipe.secrets import clear_secret_cache
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
+TEMPLATE_NAME = "template.yaml"
 
 # Resource types the local stack creates, and those it knowingly leaves out (they change nothing a
 # local run can observe: IAM, logs, alarms, bucket policies). Any other type is an error, so a new
@@ -58,6 +57,7 @@ CREATED = {
     "AWS::Events::EventBus",
     "AWS::Serverless::Api",
     "AWS::Scheduler::Schedule",
+    "AWS::SQS::Queue",
 }
 NOT_EMULATED = {
     "AWS::Serverless::LayerVersion",  # the layer's code is imported directly
@@ -66,6 +66,21 @@ NOT_EMULATED = {
     "AWS::S3::BucketPolicy",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+}
+
+# AWS::SQS::Queue properties that are queue attributes of the same name.
+_QUEUE_ATTRIBUTES = {
+    "ContentBasedDeduplication",
+    "DelaySeconds",
+    "FifoQueue",
+    "KmsMasterKeyId",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedrivePolicy",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
 }
 
 # Local settings for the template's parameters: short waits so the real state machine runs in seconds.
@@ -98,6 +113,31 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def find_template(*starts: Path) -> Path:
+    """The first ``template.yaml`` in one of ``starts`` or a folder above it. By default the search
+    starts at this package (the checkout it is installed from, editable) and then at the working
+    directory (a checkout whose package is installed elsewhere)."""
+    folders = [p.resolve() for p in starts] or [Path(__file__).resolve().parent, Path.cwd().resolve()]
+    for start in folders:
+        for folder in (start, *start.parents):
+            candidate = folder / TEMPLATE_NAME
+            if candidate.is_file():
+                return candidate
+    raise TemplateError(
+        f"no {TEMPLATE_NAME} in {' or '.join(map(str, folders))} or any folder above; "
+        "pass LocalStack(template=<path to the project's template.yaml>)"
+    )
+
+
+def _queue_attribute(value: Any) -> str:
+    """A queue property as SQS's attribute string (booleans lower case, RedrivePolicy as JSON)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def _zip(source_dir: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -109,7 +149,7 @@ def _zip(source_dir: Path) -> bytes:
 class LocalStack:
     def __init__(
         self,
-        template: str | Path = DEFAULT_TEMPLATE,
+        template: str | Path | None = None,
         *,
         parameters: Mapping[str, str] | None = None,
         sandboxes: Mapping[str, Sandbox] | None = None,
@@ -117,7 +157,7 @@ class LocalStack:
         log_level: str | None = None,
         execute_workflows: bool = True,
     ) -> None:
-        self.template = Template.load(template)
+        self.template = Template.load(template if template is not None else find_template())
         self.stack_name = stack_name
         self._parameter_overrides = {**LOCAL_PARAMETERS, **(parameters or {})}
         self._sandbox_apps = dict(sandboxes) if sandboxes is not None else _default_sandboxes()
@@ -132,6 +172,7 @@ class LocalStack:
         self.functions: dict[str, FunctionSpec] = {}
         self.schedules: dict[str, Schedule] = {}
         self.refs: dict[str, Any] = {}
+        self.queues: dict[str, str] = {}  # the template's SQS queues: logical id -> queue URL
         self.consumer_queue_url = ""
         self._owns_lock = False
 
@@ -315,6 +356,11 @@ class LocalStack:
                 name = name_resolver.resolve(props.get("Name", base))
                 self.refs[logical_id] = name
                 attrs[(logical_id, "Arn")] = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}"
+            elif kind == "AWS::SQS::Queue":
+                name = name_resolver.resolve(props.get("QueueName", base))
+                self.refs[logical_id] = f"{self.endpoint_url}/{ACCOUNT}/{name}"  # moto's URL; set on create
+                attrs[(logical_id, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+                attrs[(logical_id, "QueueName")] = name
             elif kind == "AWS::Logs::LogGroup":
                 self.refs[logical_id] = base
                 attrs[(logical_id, "Arn")] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{base}:*"
@@ -332,6 +378,8 @@ class LocalStack:
             self._create_table(self.refs[logical_id], resolver.resolve(res.get("Properties", {})))
         for logical_id, res in tpl.of_type("AWS::S3::Bucket").items():
             self._create_bucket(self.refs[logical_id], resolver.resolve(res.get("Properties", {})))
+        for logical_id, res in tpl.of_type("AWS::SQS::Queue").items():
+            self._create_queue(logical_id, attrs, resolver.resolve(res.get("Properties", {})))
         for logical_id in tpl.of_type("AWS::Events::EventBus"):
             self.client("events").create_event_bus(Name=self.refs[logical_id])
             self._subscribe_consumer(self.refs[logical_id])
@@ -429,6 +477,17 @@ class LocalStack:
                     out["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
                 rules.append(out)
             s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+
+    def _create_queue(
+        self, logical_id: str, attrs: dict[tuple[str, str], Any], props: dict[str, Any]
+    ) -> None:
+        attributes = {k: _queue_attribute(v) for k, v in props.items() if k in _QUEUE_ATTRIBUTES}
+        url = self.client("sqs").create_queue(
+            QueueName=attrs[(logical_id, "QueueName")], Attributes=attributes
+        )["QueueUrl"]
+        self.refs[logical_id] = url
+        attrs[(logical_id, "QueueUrl")] = url
+        self.queues[logical_id] = url
 
     def _subscribe_consumer(self, bus: str) -> None:
         sqs = self.client("sqs")
