@@ -223,3 +223,25 @@ def test_front_door_turns_http_into_api_gateway_events(stack: LocalStack) -> Non
     assert resp.json() == {"message": "no webhook receiver for source 'advocate'"}
     missing = requests.post(f"{stack.webhook_url}/webhooks/unknown", json={}, timeout=10)
     assert missing.status_code == 403 and missing.json() == {"message": "Missing Authentication Token"}
+
+
+def test_an_export_refused_creation_by_the_daily_limit_is_created_by_its_workflow_when_the_wait_is_over(
+    stack: LocalStack, pardot: PardotSandbox
+) -> None:
+    # GIVEN a create refused with 122 (no later schedule tick will come: think of a backfill's window)
+    def creates() -> list[int]:
+        return [e.status for e in pardot.request_log if e.method == "POST" and e.path == "/api/v5/exports"]
+
+    before = len(creates())
+    pardot.force_error(122, times=1)
+    started = stack.invoke("StartExportFunction", _event("e2e-122-create"))
+    assert started["status"] == "REQUESTED"
+    # THEN its workflow waits out the limit (RateLimitWaitSeconds, 1 s here), creates the export once
+    # and delivers it, with no further invocation from outside
+    execution = stack.wait_for_execution(started["job_id"], timeout=90)
+    assert execution["status"] == "SUCCEEDED"
+    job = _store(stack).get(started["job_id"])
+    assert job.status is JobStatus.DELIVERED
+    assert [t.status for t in job.history][:2] == [JobStatus.REQUESTED, JobStatus.EXPORTING]
+    assert creates()[before:] == [429, 200]  # one refusal, then one create: no call spent in between
+    assert stack.execution_states(started["job_id"])[:3] == ["CheckStatus", "Route", "WaitForExport"]

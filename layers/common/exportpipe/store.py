@@ -196,6 +196,14 @@ class JobStore:
             job_id, JobStatus.REQUESTED, {"reason": reason, "claimed_at": claimed_at.isoformat()}
         )
 
+    def claimable_at(self, job: Job) -> datetime:
+        """When :meth:`claim_stale` may take the REQUESTED ``job`` over."""
+        item = self._db.get_item(
+            TableName=self._table, Key=_to_item({"pk": f"JOB#{job.job_id}"}), ConsistentRead=True
+        ).get("Item", {})
+        claimed = _from_item(item).get("claimed_at")
+        return (datetime.fromisoformat(str(claimed)) if claimed else self._now() - STALE_CLAIM) + STALE_CLAIM
+
     def transition(
         self,
         job_id: str,

@@ -1,9 +1,11 @@
 """check_status: one turn of the poll workflow's wait loop, and the workflow's failure recorder.
 
 Returns what the state machine's Choice reads: ``status`` (the job's), ``attempt``, ``max_attempts``
-and ``wait_seconds`` (a growing backoff for the next Wait). A rate-limit refusal waits
-``RATE_LIMIT_WAIT_SECONDS`` and does not count as an attempt; an upstream export that Failed or
-expired is created again (bounded) before the job gives up.
+and ``wait_seconds`` (a growing backoff for the next Wait). A job still REQUESTED (the upstream
+refused to create its export for now) gets its export created once the refusal's wait is over. A
+rate-limit refusal waits (longer each time in a row) and does not count as an attempt; an upstream
+export that Failed or expired is created again (bounded) before the job gives up, and an export the
+job gives up waiting for is canceled upstream.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from exportpipe.definitions import parse_definition
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.jobs import Job, JobStatus
 from exportpipe.observability import logger
@@ -27,6 +30,7 @@ from exportpipe.services.common import (
     wait_out_rate_limit,
 )
 from exportpipe.services.delivery import finish_if_committed, remove_strays
+from exportpipe.services.start_export import create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
 
 
@@ -56,6 +60,8 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
 
     job = deps.store.get(request.job_id)
     attempt = request.attempt + 1
+    if job.status is JobStatus.REQUESTED:
+        return _create_when_due(deps, job, attempt)
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
         return answer(job, request.attempt, settings)
@@ -114,6 +120,21 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
         )
         return answer(job, attempt, settings)
     return _start_over(deps, job, upstream, attempt)
+
+
+def _create_when_due(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
+    """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
+    create it and go on polling; until then wait. Each turn counts as an attempt (bounded)."""
+    settings = deps.settings
+    claimed = deps.store.claim_stale(job.job_id)
+    if claimed is None:  # not due yet (or a schedule tick is creating it right now)
+        due = deps.store.claimable_at(job) - deps.clock()
+        return answer(job, attempt, settings, min(max(due.total_seconds(), 1), settings.poll_max_seconds))
+    create_upstream(deps, claimed, parse_definition(claimed.definition))
+    job = deps.store.get(job.job_id)
+    return answer(
+        job, 0 if job.status is JobStatus.EXPORTING else attempt, settings, settings.poll_base_seconds
+    )
 
 
 def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:

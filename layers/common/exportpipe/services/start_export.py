@@ -11,6 +11,7 @@ resumes that same job instead of opening a new window.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -146,12 +147,12 @@ def _start_window(
             if existing.status is JobStatus.REQUESTED:
                 claimed = deps.store.claim_stale(existing.job_id)
                 if claimed is not None:
-                    return _create_upstream(deps, claimed, definition)
+                    return create_upstream(deps, claimed, definition)
             existing = ensure_workflow(deps, existing)
             logger.info("duplicate schedule event: job already started", status=existing.status.value)
             return {"job_id": existing.job_id, "status": existing.status.value, "duplicate": True}
         metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
-        return _create_upstream(deps, job, definition)
+        return create_upstream(deps, job, definition)
     logger.error("window failed every attempt; not tried again", attempts=MAX_WINDOW_ATTEMPTS)
     metrics.add_metric(name="WindowsGivenUp", unit="Count", value=1)
     return {
@@ -176,14 +177,20 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> d
         claimed = deps.store.claim_stale(active.job_id)
         if claimed is not None:
             logger.info("resuming a job that waits for its upstream export", resumed_job=claimed.job_id)
-            return _create_upstream(deps, claimed, parse_definition(claimed.definition))
+            return create_upstream(deps, claimed, parse_definition(claimed.definition))
     else:
         ensure_workflow(deps, active)
     logger.info("another export of this definition is in flight", active_job=active.job_id)
     return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
 
 
-def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict[str, Any]:
+def create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict[str, Any]:
+    """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow.
+
+    Refused for now (a rate limit, an outage), the job stays REQUESTED, deferred until the
+    upstream's wait is over, and its workflow is started anyway: the workflow tries again when the
+    wait is over, so a job resumes even when no schedule tick comes (a backfill's next window).
+    """
     try:
         client = deps.client_for(definition.source)
         try:
@@ -197,6 +204,7 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
         deps.store.defer(job.job_id, deps.clock() + timedelta(seconds=retry_after), reason)
         logger.warning("upstream export not created yet; will resume", reason=reason, retry_after=retry_after)
+        _attach_workflow(deps, job, {JobStatus.REQUESTED})
         return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
@@ -214,9 +222,7 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         },
     )
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
-    execution_arn = start_workflow(deps, job, job.job_id)
-    with contextlib.suppress(TransitionError):  # the workflow may already have finished the job
-        deps.store.update(job.job_id, IN_WORKFLOW, {"execution_arn": execution_arn})
+    execution_arn = _attach_workflow(deps, job, IN_WORKFLOW)
     return {
         "job_id": job.job_id,
         "status": JobStatus.EXPORTING.value,
@@ -224,3 +230,11 @@ def _create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict
         "window": job.window.model_dump(mode="json"),
         "execution_arn": execution_arn,
     }
+
+
+def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> str:
+    """Start the job's workflow (named after the job; one that runs already is fine) and record it."""
+    execution_arn = start_workflow(deps, job, job.job_id)
+    with contextlib.suppress(TransitionError):  # the workflow may already have moved the job on
+        deps.store.update(job.job_id, statuses, {"execution_arn": execution_arn})
+    return execution_arn
