@@ -22,8 +22,10 @@ from exportpipe.sources.pardot_catalog import (
     MAX_FIELDS,
     OBJECTS,
     ExportRequestError,
+    one_year_after,
     parse_date_argument,
     validate_definition,
+    validate_export_request,
 )
 
 from .conftest import NOW, PardotApi
@@ -901,3 +903,97 @@ def test_a_closed_window_may_lie_more_than_a_year_back(api: PardotApi, clock: Cl
     old = prospect_export(created_after="2024-01-01 00:00:00", created_before="2024-06-01 00:00:00")
     export = complete(api, clock, old)
     assert export["state"] == "Complete"
+
+
+# ---- the one-year rules ----------------------------------------------------------------------------
+
+
+def created_window(after: str, before: str | None = None) -> dict[str, Any]:
+    arguments = (
+        {"created_after": after} if before is None else {"created_after": after, "created_before": before}
+    )
+    return {
+        "object": "visitorActivity",
+        "fields": ["id", "createdAt"],
+        "procedure": {"name": "filter_by_created_at", "arguments": arguments},
+    }
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [
+        ("2019-12-25", "2020-12-25"),  # the v5 page: "from December 25, 2019 to December 25, 2020"
+        ("2019-12-25 10:00:00", "2020-12-25 10:00:00"),
+        ("2019-12-25T15:00:00Z", "2020-12-25T15:00:00Z"),  # the same instants, written in UTC
+    ],
+)
+def test_the_docs_example_year_across_a_leap_day_is_accepted(api: PardotApi, after: str, before: str) -> None:
+    assert (datetime.fromisoformat(before[:10]) - datetime.fromisoformat(after[:10])).days == 366
+
+    resp = api.create(created_window(after, before))
+
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [
+        ("2019-12-25 10:00:00", "2020-12-25 10:00:01"),
+        ("2019-12-25", "2020-12-26"),
+        # the v3/v4 JSON example: hour 24 rolls over to 2020-12-26 00:59:59 (the catalog's documented choice)
+        ("2019-12-25 10:00:00", "2020-12-25 24:59:59"),
+    ],
+)
+def test_a_window_past_one_calendar_year_is_refused_with_177(api: PardotApi, after: str, before: str) -> None:
+    status, code, message = error_of(api.create(created_window(after, before)))
+
+    assert (status, code) == (400, 177)
+    assert message == (
+        "Invalid procedure argument. The range between created_after and created_before can't exceed 1 year."
+    )
+
+
+def test_one_year_after_a_leap_day_is_the_first_of_march() -> None:
+    leap_day = datetime(2024, 2, 29, 12, 30, tzinfo=NEW_YORK)
+    created = datetime(2026, 3, 10, tzinfo=UTC)
+
+    def validate(before: str) -> None:
+        validate_export_request(
+            "prospect",
+            ["id"],
+            "filter_by_created_at",
+            {"created_after": "2024-02-29 12:30:00", "created_before": before},
+            now=created,
+            tz=NEW_YORK,
+        )
+
+    assert one_year_after(leap_day, NEW_YORK) == datetime(2025, 3, 1, 12, 30, tzinfo=NEW_YORK)
+    assert one_year_after(datetime(2023, 3, 1, tzinfo=UTC), UTC) == datetime(2024, 3, 1, tzinfo=UTC)
+    validate("2025-03-01 12:30:00")
+    with pytest.raises(ExportRequestError) as caught:
+        validate("2025-03-01 12:30:01")
+    assert caught.value.code == 177
+
+
+def test_one_year_is_counted_on_the_users_calendar_across_daylight_saving_time() -> None:
+    # 2025-03-01 00:00 EST is 05:00 UTC; a year later on New York's calendar is 2026-03-01 00:00 EST again,
+    # while 2026-03-15 00:00 EDT is 04:00 UTC: the wall clock counts, not a fixed number of hours.
+    assert one_year_after(datetime(2025, 3, 1, 5, tzinfo=UTC), NEW_YORK) == datetime(
+        2026, 3, 1, tzinfo=NEW_YORK
+    )
+    assert one_year_after(datetime(2025, 3, 15, 4, tzinfo=UTC), NEW_YORK) == datetime(
+        2026, 3, 15, tzinfo=NEW_YORK
+    )
+
+
+def test_without_before_after_may_be_exactly_one_calendar_year_before_creation(api: PardotApi) -> None:
+    # NOW is 2026-03-10 11:00:00 in New York
+    assert api.create(created_window("2025-03-10 11:00:00")).status_code == 200
+
+    status, code, message = error_of(api.create(created_window("2025-03-10 10:59:59")))
+
+    assert (status, code) == (400, 177)
+    assert message == (
+        "Invalid procedure argument. "
+        "The created_after must be within a year of the creation date of the Export."
+    )
