@@ -997,3 +997,43 @@ def test_without_before_after_may_be_exactly_one_calendar_year_before_creation(a
         "Invalid procedure argument. "
         "The created_after must be within a year of the creation date of the Export."
     )
+
+
+@pytest.mark.parametrize(
+    ("literal", "window", "accepted"),
+    [
+        (False, ("2024-01-01 00:00:00", "2024-06-01 00:00:00"), True),  # a backfill, long ago
+        (True, ("2024-01-01 00:00:00", "2024-06-01 00:00:00"), False),
+        (True, ("2025-03-10 11:00:00", "2025-06-01 00:00:00"), True),  # after exactly a year before NOW
+        (True, ("2025-03-10 10:59:59", "2025-06-01 00:00:00"), False),
+        (True, ("2025-03-10 10:59:59", None), False),
+        (False, ("2025-03-10 10:59:59", None), False),  # an open window is held to it either way
+    ],
+)
+def test_after_within_a_year_of_creation_has_two_readings(
+    api: PardotApi, literal: bool, window: tuple[str, str | None], accepted: bool
+) -> None:
+    api.sandbox.after_within_year_of_creation = literal
+
+    resp = api.create(created_window(*window))
+
+    if accepted:
+        assert resp.status_code == 200, resp.text
+    else:
+        assert error_of(resp) == (
+            400,
+            177,
+            "Invalid procedure argument. "
+            "The created_after must be within a year of the creation date of the Export.",
+        )
+
+
+def test_expected_rows_follow_the_sandboxs_reading_of_the_creation_date_rule(sandbox: PardotSandbox) -> None:
+    backfill = {"created_after": "2024-01-01 00:00:00", "created_before": "2024-01-02 00:00:00"}
+    assert sandbox.expected_rows("prospect", "filter_by_created_at", backfill, ["id"])
+
+    sandbox.after_within_year_of_creation = True
+
+    with pytest.raises(ExportRequestError) as caught:
+        sandbox.expected_rows("prospect", "filter_by_created_at", backfill, ["id"])
+    assert caught.value.code == 177

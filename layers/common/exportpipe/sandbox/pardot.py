@@ -33,6 +33,19 @@ Validation (see the catalog's docstring for argument formats and the one-year ru
     the last, which is also the documented behaviour).
   - Window bounds are exclusive on both ends, as the v5 page words it ("greater than ``*_after`` and less
     than ``*_before``"). The later v4 page says inclusive; set ``bounds="inclusive"`` to emulate that.
+  - One year (177 beyond it) is a calendar year on the user's wall clock, 29 February + 1 year = 1 March
+    (details in the catalog). The page says two things about the age of ``*_after``, and the sandbox
+    can be either reading:
+
+    * default (``after_within_year_of_creation=False``): "The ``*_after`` must be within a year of the
+      creation date of the Export" is read together with the sentence next to it ("When ``*_before``
+      isn't specified, the current date is used to gauge the interval"), so it binds only a window
+      without ``*_before``; a closed window may lie any distance in the past (backfills), only its
+      length is limited.
+    * ``after_within_year_of_creation=True``: the sentence as written under every ``*_before``: every
+      request whose ``*_after`` is more than a year before the export's creation is refused with 177
+      ``The <after> must be within a year of the creation date of the Export.``, bounded or not. A
+      client that backfills further back than a year cannot work against this reading.
 
 Errors: v5 body ``{"code": <int>, "message": "<text>"}`` with the codes and messages of the published
 "Error Codes & Messages" page (pardot/api-docs ``kb/error-codes-messages``, 2021); detail is appended as
@@ -384,6 +397,7 @@ class PardotSandbox(Sandbox):
         rows_per_file: int = 2_000,
         file_count: int | None = None,
         bounds: Literal["exclusive", "inclusive"] = "exclusive",
+        after_within_year_of_creation: bool = False,
         line_terminator: str = "\n",
         redirect_downloads: bool = False,
         truncate_downloads: bool = False,
@@ -409,6 +423,7 @@ class PardotSandbox(Sandbox):
         self.rows_per_file = rows_per_file
         self.file_count = file_count
         self.bounds = bounds
+        self.after_within_year_of_creation = after_within_year_of_creation
         self.line_terminator = line_terminator
         self.redirect_downloads = redirect_downloads
         self.truncate_downloads = truncate_downloads
@@ -768,6 +783,7 @@ class PardotSandbox(Sandbox):
                     procedure.get("arguments"),
                     now=now,
                     tz=ZoneInfo(self.user_timezone),
+                    after_within_year_of_creation=self.after_within_year_of_creation,
                 )
             except ExportRequestError as exc:
                 raise _ApiError(exc.code, message=exc.message) from exc
@@ -1150,6 +1166,7 @@ class PardotSandbox(Sandbox):
             dict(arguments),
             now=created,
             tz=zone,
+            after_within_year_of_creation=self.after_within_year_of_creation,
         )
         return request, created
 

@@ -29,7 +29,9 @@ What the public record says and what was chosen here:
   omitted the range is measured to the creation time (``now <= one_year_after(*_after)``), which is what
   "``*_after`` must be within a year of the creation date" means here: the page says it right after
   describing the omitted ``*_before`` ("the current date is used to gauge the interval"). A window with
-  both bounds may lie further in the past (backfills).
+  both bounds may lie further in the past (backfills). The literal reading (every ``*_before`` entry says
+  "The ``created_after`` must be within a year of the creation date of the Export", so every request,
+  bounded or not) is ``validate_export_request(..., after_within_year_of_creation=True)``.
 - The v3/v4 JSON example (``"created_after": "2019-12-25 10:00:00", "created_before": "2020-12-25
   24:59:59"``) is *refused*: hour 24 rolls over (see below), so it ends 2020-12-26 00:59:59, 14:59:59 past
   one calendar year. The public record does not say how the API itself treats its example; no leniency
@@ -780,6 +782,7 @@ def validate_export_request(
     *,
     now: datetime,
     tz: tzinfo,
+    after_within_year_of_creation: bool = False,
 ) -> ExportRequest:
     """Validate an export request the way the API does and resolve its arguments.
 
@@ -787,7 +790,9 @@ def validate_export_request(
     ``*_before`` and for the one-year rules); ``tz`` is the user's timezone (dates without a zone, and the
     calendar the one-year rules count in: ``*_before`` at most :func:`one_year_after` ``*_after``, and
     without ``*_before`` ``now`` at most that). ``fields=None`` selects every field; ``arguments=None``
-    means no arguments. Raises ``ExportRequestError`` with the Pardot code (177 for the one-year rules).
+    means no arguments. ``after_within_year_of_creation`` applies the creation-date rule to windows with
+    a ``*_before`` too (the literal reading of the page; by default only an open window is held to it).
+    Raises ``ExportRequestError`` with the Pardot code (177 for the one-year rules).
     """
     obj, selected, procedure, args = _resolve(object_name, fields, procedure_name, arguments)
     for required in procedure.required_args:
@@ -806,7 +811,7 @@ def validate_export_request(
         )
     window_end = before if before is not None else now
     latest = one_year_after(after, tz)
-    if before is None and now > latest:
+    if (before is None or after_within_year_of_creation) and now > latest:
         raise ExportRequestError(
             PardotErrorCode.INVALID_ARGUMENT,
             f"The {procedure.after_arg} must be within a year of the creation date of the Export.",
