@@ -581,6 +581,19 @@ def test_invalid_export_requests_are_refused_with_pardot_codes(
     assert message in got_message
 
 
+def test_the_field_limit_counts_fields_as_given_duplicates_included(api: PardotApi, clock: Clock) -> None:
+    # 151 entries naming only two distinct fields: "The number of fields specified ... can't exceed 150"
+    status, code, message = error_of(api.create(prospect_export(["id", "email"] * 75 + ["id"])))
+    assert (status, code) == (400, 154)
+    assert "fields can't contain more than 150 fields" in message
+
+    # 150 entries are fine, and the repeated names still give one column each
+    export = complete(api, clock, prospect_export(["id", "email"] * 75))
+    rows, bodies = download_rows(api, export)
+    assert rows and list(rows[0]) == ["id", "email"]
+    assert bodies[0].startswith(b"id,email\n")
+
+
 def test_create_needs_a_json_body(api: PardotApi) -> None:
     url = api.url("/api/v5/exports")
     form = {**api.headers, "Content-Type": "application/x-www-form-urlencoded"}

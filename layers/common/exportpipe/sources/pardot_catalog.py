@@ -52,8 +52,9 @@ What the public record says and what was chosen here:
   (used for an unknown object, a bad ``fields`` list and more than 150 fields: the public record does not
   say which code the API uses for those, 154 is the closest published text).
 - Validation order: body shape, object, fields, procedure, unknown arguments, required arguments,
-  argument values. Duplicate field names are collapsed (first occurrence kept); an empty ``fields`` list
-  is rejected (omit ``fields`` to export every field).
+  argument values. The 150-field limit counts the fields as given ("The number of fields specified ...
+  can't exceed 150"), duplicates included; after that check duplicate field names are collapsed (first
+  occurrence kept). An empty ``fields`` list is rejected (omit ``fields`` to export every field).
 """
 
 from __future__ import annotations
@@ -698,11 +699,11 @@ def _validate_fields(obj: PardotObject, fields: object) -> tuple[str, ...]:
         raise ExportRequestError(PardotErrorCode.INVALID_PROPERTY, "fields must be an array of strings.")
     if not fields:
         raise ExportRequestError(PardotErrorCode.INVALID_PROPERTY, "fields must not be empty.")
-    unique = tuple(dict.fromkeys(str(f) for f in fields))
-    if len(unique) > MAX_FIELDS:
+    if len(fields) > MAX_FIELDS:  # "The number of fields specified": as given, duplicates included
         raise ExportRequestError(
             PardotErrorCode.INVALID_PROPERTY, f"fields can't contain more than {MAX_FIELDS} fields."
         )
+    unique = tuple(dict.fromkeys(str(f) for f in fields))
     unknown = [f for f in unique if f not in obj.fields]
     if unknown:
         raise ExportRequestError(PardotErrorCode.INVALID_FIELDS, f"{', '.join(unknown)} (object {obj.name}).")
