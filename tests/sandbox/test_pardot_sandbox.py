@@ -1050,3 +1050,45 @@ def test_expected_rows_follow_the_sandboxs_reading_of_the_creation_date_rule(san
     with pytest.raises(ExportRequestError) as caught:
         sandbox.expected_rows("prospect", "filter_by_created_at", backfill, ["id"])
     assert caught.value.code == 177
+
+
+# ---- choices where the page is silent or contradictory ---------------------------------------------
+
+
+def test_prospect_only_camel_case_is_accepted_only_where_the_page_spells_it(sandbox: PardotSandbox) -> None:
+    updated = sandbox.expected_rows(
+        "visitorActivity",
+        "filter_by_updated_at",
+        {"updated_after": "2026-03-09", "prospectOnly": True},
+        ["id"],
+    )
+    assert updated
+
+    with pytest.raises(ExportRequestError) as caught:
+        sandbox.expected_rows(
+            "visitorActivity", "filter_by_created_at", {"created_after": "2026-03-09", "prospectOnly": True}
+        )
+    assert caught.value.code == 175
+
+
+@pytest.mark.parametrize("before", [None, "2026-03-20 00:00:00"])
+def test_a_future_after_is_accepted_and_exports_nothing(
+    api: PardotApi, clock: Clock, before: str | None
+) -> None:
+    export = complete(api, clock, created_window("2026-03-11 00:00:00", before))  # NOW is 2026-03-10
+
+    assert "resultRefs" not in export
+
+
+def test_external_activity_date_is_exported_as_a_datetime(api: PardotApi, clock: Clock) -> None:
+    body = {
+        "object": "externalActivity",
+        "fields": ["id", "activityDate"],
+        "procedure": {"name": "filter_by_activity_date", "arguments": {"activity_after": "2026-03-01"}},
+    }
+
+    rows, _ = download_rows(api, complete(api, clock, body))
+
+    assert len(rows) > 10
+    stamps = [datetime.strptime(r["activityDate"], "%Y-%m-%d %H:%M:%S") for r in rows]
+    assert any(s.time() != datetime.min.time() for s in stamps)  # a time of day, not a bare date

@@ -27,10 +27,20 @@ Paths and shapes
   - The ``Content-Type`` of create must be ``application/json`` (parameters such as ``charset`` allowed).
 
 Validation (see the catalog's docstring for argument formats and the one-year rules)
-  - Object names are matched case-insensitively; procedure and argument names are snake_case;
-    ``prospectOnly`` is accepted for ``prospect_only``; the activity-date procedure of external activity is
-    ``filter_by_activity_date``. Duplicate argument names can't occur in a JSON object (the parser keeps
-    the last, which is also the documented behaviour).
+  - Object names are matched case-insensitively; procedure and argument names are snake_case. The
+    spelling ``prospectOnly`` is accepted for ``prospect_only`` only where the page uses it: visitor
+    activity ``filter_by_updated_at``; on ``filter_by_created_at`` it is an unknown argument (175). The
+    activity-date procedure of external activity is ``filter_by_activity_date``. Duplicate argument
+    names can't occur in a JSON object (the parser keeps the last, which is also the documented
+    behaviour).
+  - ``type`` 5 (Session): the page says "Type ``Session`` is omitted". Read as "Session activities are
+    never exported", so asking for them is an invalid value: a ``type`` list containing 5 is refused
+    with 177 (``... unknown visitor activity type 5``) rather than answered with an empty export, and
+    type 5 never occurs in the data.
+  - A ``*_after`` in the future is accepted. Without ``*_before`` the window (``*_after``, creation
+    time) is empty, and with one nothing stamped after the creation time exists yet: the export
+    completes without ``resultRefs``. (The page does not say the API refuses it; 177 would be as
+    plausible.)
   - Window bounds are exclusive on both ends, as the v5 page words it ("greater than ``*_after`` and less
     than ``*_before``"). The later v4 page says inclusive; set ``bounds="inclusive"`` to emulate that.
   - One year (177 beyond it) is a calendar year on the user's wall clock, 29 February + 1 year = 1 March
@@ -118,6 +128,11 @@ Files (CSV)
     a backslash (inside the quotes); null is an empty unquoted cell, so ``""`` is an empty string.
     Integers are bare, booleans ``true``/``false``, DateTime ``YYYY-MM-DD HH:MM:SS`` and Date ``YYYY-MM-DD``
     in the creating user's timezone at creation time (``user_timezone``, default ``America/New_York``).
+  - External activity ``activityDate``: the field table types it DateTime, its description says "This
+    must be in "YYYY-MM-DD" format". The description is read as the input rule for *creating* an
+    activity (it goes on "If not specified, then the current date is used"), so the export writes it as
+    any DateTime, ``YYYY-MM-DD HH:MM:SS`` with a time of day, and ``filter_by_activity_date`` compares
+    full instants. A client should accept a bare ``YYYY-MM-DD`` there too.
   - Rows are split over files of varying size (between half of and ``rows_per_file`` rows, or exactly
     ``file_count`` files), rows shuffled and files listed in no particular order.
 

@@ -10,8 +10,9 @@ What the public record says and what was chosen here:
   ``prospectAccount``, ``visitor``, ``externalActivity``). ``lookup_object`` also accepts other casings
   (``VisitorActivity`` appears in third-party v3/v4 collections) and returns the canonical object.
 - Procedure and argument names stay snake_case as in every published example (``filter_by_created_at``,
-  ``created_after``). The v5 page spells the visitor-activity flag ``prospectOnly`` once; it is accepted as
-  an alias of ``prospect_only`` (``Procedure.arg_aliases``).
+  ``created_after``). The v5 page spells the visitor-activity flag ``prospectOnly`` once, under visitor
+  activity ``filter_by_updated_at``; it is accepted as an alias of ``prospect_only`` on that procedure
+  only (``Procedure.arg_aliases``), elsewhere it is an unknown argument (175).
 - The external-activity procedure over ``activityDate`` has no name in the v5 page; it is called
   ``filter_by_activity_date`` here (arguments ``activity_after`` / ``activity_before``).
 - Fields are v5 camelCase names. External activity fields come from the v5 page; the other objects use
@@ -46,7 +47,12 @@ What the public record says and what was chosen here:
 - Extra arguments: ``deleted`` / ``prospect_deleted`` take ``true``, ``false`` or ``all`` (JSON booleans
   are accepted too) and default to ``false``; ``prospect_only`` takes a boolean (or ``"true"``/``"false"``)
   and defaults to ``false``; ``type`` is a list of visitor activity type ids (integers or digit strings,
-  a single id is accepted) and defaults to all types. A JSON ``null`` argument counts as omitted.
+  a single id is accepted) and defaults to all types. Type 5 (Session) is refused (177): the page says
+  "Type ``Session`` is omitted", read as "never exported", so asking for it is an invalid value rather
+  than an empty result. A JSON ``null`` argument counts as omitted.
+- A ``*_after`` in the future is accepted (nothing in the page refuses it); the window is then empty.
+- External activity ``activityDate`` is a DateTime, as the field table types it; the description's
+  "must be in "YYYY-MM-DD" format" is read as the rule for creating an activity, not the export format.
 - Error codes are the published Pardot codes: 174 unknown procedure, 175 unknown argument, 176 missing
   required argument, 177 invalid argument value, 180 invalid field, 153/154 missing/invalid property
   (used for an unknown object, a bad ``fields`` list and more than 150 fields: the public record does not
