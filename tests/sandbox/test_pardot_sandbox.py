@@ -170,7 +170,13 @@ def test_token_errors_are_salesforce_errors(
 
 @pytest.mark.parametrize(
     ("authorization", "detail"),
-    [(None, "Missing token"), ("Bearer not-a-token", "Inactive token"), ("Basic abc", "Missing token")],
+    [
+        (None, "Missing token"),
+        ("Bearer not-a-token", "Inactive token"),
+        ("Basic abc", "Missing token"),
+        # the retired v3/v4 scheme: no v5 code for it is published, so it is just not a Bearer token
+        ("Pardot api_key=5a1698a233e73d7c8ccd60d775fbc68a, user_key=9a5bc2b2b4a0a6b4d1f0", "Missing token"),
+    ],
 )
 def test_missing_or_unknown_token_is_401_code_184(
     api: PardotApi, authorization: str | None, detail: str

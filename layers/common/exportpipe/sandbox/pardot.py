@@ -98,6 +98,11 @@ Auth (Salesforce OAuth)
     behaviour); tests mint one with :meth:`PardotSandbox.issue_refresh_token`. Access tokens live
     ``token_ttl`` seconds of the sandbox clock (Salesforce: the org's session timeout; default 2 h);
     :meth:`PardotSandbox.expire_tokens` invalidates every issued access token at once.
+  - The legacy Pardot scheme (``Authorization: Pardot api_key=..., user_key=...``, v3/v4 only) is answered
+    like any other non-Bearer header: 401, 184 ``: Missing token``. The reference records the scheme as
+    retired but publishes no v5 code for it (no code 199 "api_key no longer supported" or similar is in
+    the stored sources, and v3/v4's code 1 "Invalid API key or user key" belongs to the old XML API), so
+    no code is invented.
   - Every API call, downloads included, needs ``Authorization: Bearer`` and ``Pardot-Business-Unit-Id``.
     The token check comes first, then the business unit, then injected errors, the daily allowance and
     the concurrency limit.
