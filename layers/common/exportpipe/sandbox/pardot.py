@@ -378,13 +378,6 @@ class _Export:
     ref_order: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _Injected:
-    status: int
-    remaining: int
-    path_prefix: str
-
-
 class PardotSandbox(Sandbox):
     """A faithful, controllable Account Engagement Export API v5 (see the module docstring).
 
@@ -393,6 +386,7 @@ class PardotSandbox(Sandbox):
     """
 
     source: ClassVar[str] = "pardot"
+    fault_path_prefix: ClassVar[str] = "/api/"
 
     def __init__(
         self,
@@ -463,7 +457,6 @@ class PardotSandbox(Sandbox):
         self._next_file_id = 23191
         self._fail_next = 0
         self._forced: list[PardotErrorCode] = []
-        self._injected: list[_Injected] = []
         self._usage_day: date | None = None
         self._usage = 0
         self._in_flight = 0
@@ -515,11 +508,6 @@ class PardotSandbox(Sandbox):
         error_code = PardotErrorCode(code)
         with self._lock:
             self._forced.extend([error_code] * times)
-
-    def fail_requests(self, status: int = 503, times: int = 1, path_prefix: str = "/api/") -> None:
-        """Make the next ``times`` requests under ``path_prefix`` answer ``status`` before any check."""
-        with self._lock:
-            self._injected.append(_Injected(status, times, path_prefix))
 
     def api_calls_today(self) -> int:
         """API calls counted against today's allowance."""
@@ -592,9 +580,6 @@ class PardotSandbox(Sandbox):
 
     def handle(self, request: Request) -> Response:
         """Route one request."""
-        injected = self._take_injected(request.path)
-        if injected is not None:
-            return injected
         if request.path == TOKEN_PATH:
             return self._token_endpoint(request)
         if request.path.startswith(STORAGE_PREFIX):
@@ -724,19 +709,6 @@ class PardotSandbox(Sandbox):
         today = self.clock.now().astimezone(ZoneInfo(self.account_timezone or self.user_timezone)).date()
         if today != self._usage_day:
             self._usage_day, self._usage = today, 0
-
-    def _take_injected(self, path: str) -> Response | None:
-        with self._lock:
-            for item in self._injected:
-                if item.remaining > 0 and path.startswith(item.path_prefix):
-                    item.remaining -= 1
-                    status = item.status
-                    break
-            else:
-                return None
-            self._injected = [i for i in self._injected if i.remaining > 0]
-        html = f"<html><head><title>{status}</title></head><body><h1>Error {status}</h1></body></html>"
-        return Response.text(status, html, "text/html; charset=utf-8")
 
     def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/")
