@@ -1098,3 +1098,88 @@ def test_external_activity_date_is_exported_as_a_datetime(api: PardotApi, clock:
     assert len(rows) > 10
     stamps = [datetime.strptime(r["activityDate"], "%Y-%m-%d %H:%M:%S") for r in rows]
     assert any(s.time() != datetime.min.time() for s in stamps)  # a time of day, not a bare date
+
+
+# ---- ground truth ----------------------------------------------------------------------------------
+
+
+def test_records_in_is_the_half_open_window_of_instants(sandbox: PardotSandbox) -> None:
+    start, end = datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 9, 17, tzinfo=UTC)
+    truth = sandbox.records_in("prospect", "filter_by_updated_at", start, end, fields=["id", "updatedAt"])
+    stamps = [r["updatedAt"] for r in truth]
+
+    assert len(truth) > 50
+    assert all(start <= s < end for s in stamps)
+    # what an exclusive-bounds client must send for [start, end): after = start - 1 s, before = end
+    second = timedelta(seconds=1)
+    exclusive = {"updated_after": (start - second).isoformat(), "updated_before": end.isoformat()}
+    assert truth == sandbox.expected_rows("prospect", "filter_by_updated_at", exclusive, ["id", "updatedAt"])
+    # ...and it does not follow the bounds knob
+    sandbox.bounds = "inclusive"
+    assert truth == sandbox.records_in(
+        "prospect", "filter_by_updated_at", start, end, fields=["id", "updatedAt"]
+    )
+
+
+def test_records_in_includes_the_start_instant_and_excludes_the_end(sandbox: PardotSandbox) -> None:
+    first = sandbox.records_in(
+        "listMembership",
+        "filter_by_created_at",
+        datetime(2026, 3, 9, tzinfo=UTC),
+        datetime(2026, 3, 10, tzinfo=UTC),
+        fields=["id", "createdAt"],
+    )[0]
+    stamp = first["createdAt"]
+
+    def ids(start: datetime, end: datetime) -> list[int]:
+        rows = sandbox.records_in("listMembership", "filter_by_created_at", start, end, fields=["id"])
+        return [r["id"] for r in rows]
+
+    assert first["id"] in ids(stamp, stamp + timedelta(seconds=1))
+    assert first["id"] not in ids(stamp - timedelta(hours=1), stamp)
+
+
+def test_records_in_counts_only_records_that_exist_as_of(sandbox: PardotSandbox) -> None:
+    # activityDate is up to two days before createdAt: the last day's activities are mostly not in yet
+    start, end = datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 3, 10, tzinfo=UTC)
+
+    def rows(as_of: datetime) -> list[dict[str, Any]]:
+        return sandbox.records_in(
+            "externalActivity", "filter_by_activity_date", start, end, fields=["id", "createdAt"], as_of=as_of
+        )
+
+    early, later = rows(end), rows(end + timedelta(days=3))
+
+    assert all(r["createdAt"] < end for r in early)
+    assert len(later) > len(early) and {r["id"] for r in early} < {r["id"] for r in later}
+    assert rows(NOW) == rows(NOW)  # the default is now on the sandbox clock, which is frozen
+
+
+def test_records_in_applies_the_procedures_filters_and_refuses_a_window_argument(
+    sandbox: PardotSandbox,
+) -> None:
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
+    live = sandbox.records_in("prospect", "filter_by_updated_at", start, end, fields=["id", "isDeleted"])
+    every = sandbox.records_in(
+        "prospect", "filter_by_updated_at", start, end, filters={"deleted": "all"}, fields=["id", "isDeleted"]
+    )
+
+    assert {r["isDeleted"] for r in live} == {False}
+    assert {r["isDeleted"] for r in every} == {False, True}
+    with pytest.raises(ValueError, match="updated_after"):
+        sandbox.records_in("prospect", "filter_by_updated_at", start, end, filters={"updated_after": "today"})
+    with pytest.raises(ValueError, match="aware"):
+        sandbox.records_in("prospect", "filter_by_updated_at", datetime(2026, 3, 1), end)
+    with pytest.raises(ExportRequestError):
+        sandbox.records_in("prospect", "filter_by_colour", start, end)
+
+
+def test_csv_records_in_reads_like_the_downloaded_files(api: PardotApi, clock: Clock) -> None:
+    api.sandbox.rows_per_file = 10_000
+    start, end = datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 9, 17, tzinfo=UTC)
+    window = {"created_after": (start - timedelta(seconds=1)).isoformat(), "created_before": end.isoformat()}
+    created = clock.now()
+
+    rows, _ = download_rows(api, complete(api, clock, prospect_export(None, **window)))
+
+    assert rows == api.sandbox.csv_records_in("prospect", "filter_by_created_at", start, end, as_of=created)

@@ -154,7 +154,10 @@ Data
     ``type`` filter visitor activities (type 5, Session, never occurs).
   - String values include the awkward cases: commas, quotes, CR/LF, leading ``@``/``=``/``+``, non-ASCII,
     whitespace-only, empty strings and nulls. :meth:`PardotSandbox.expected_rows` and
-    :meth:`PardotSandbox.expected_csv_rows` compute what an export must contain.
+    :meth:`PardotSandbox.expected_csv_rows` compute what an export of given arguments must contain;
+    :meth:`PardotSandbox.records_in` / :meth:`PardotSandbox.csv_records_in` are the ground truth for a
+    half-open window ``[start, end)`` of instants, independent of any request, to check that a client
+    turned its window into the right arguments.
 
 Downloads
   - ``redirect_downloads``: the download answers 302 to ``http://localhost:<port>/storage/...?expires=&sig=``
@@ -192,14 +195,18 @@ from zoneinfo import ZoneInfo
 from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
 from exportpipe.sources.pardot_catalog import (
     VISITOR_ACTIVITY_TYPES,
+    ArgValue,
+    ExportDefinition,
     ExportRequest,
     ExportRequestError,
     FieldType,
     PardotErrorCode,
     PardotObject,
+    Procedure,
     error_message,
     lookup_object,
     parse_date_argument,
+    validate_definition,
     validate_export_request,
 )
 
@@ -210,6 +217,9 @@ EXPORTS_PATH = "/api/v5/exports"
 STORAGE_PREFIX = "/storage/exports/"
 RETENTION = timedelta(days=7)
 EPOCH0 = 1577836800  # 2020-01-01T00:00:00Z: the record streams start here
+
+#: What a row is built from: the object and the requested fields (a request or a bare definition).
+_Columns = ExportRequest | ExportDefinition
 
 _STATUS_OF_CODE: dict[int, int] = {
     PardotErrorCode.INVALID_ACCESS_TOKEN: 401,
@@ -575,6 +585,85 @@ class PardotSandbox(Sandbox):
             self._parsed_row(export.request, rec, zone)
             for rec in self._select(export.request, export.created_at)
         ]
+
+    def export_created_at(self, export_id: int) -> datetime:
+        """When an export was created, on the sandbox clock (UTC; ``KeyError`` when unknown)."""
+        with self._lock:
+            return self._exports[export_id].created_at
+
+    def records_in(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        timezone: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Ground truth: the records whose ``procedure`` timestamp lies in ``[start, end)``, by id.
+
+        Independent of any export request and of the ``bounds`` knob: ``start`` and ``end`` are instants
+        (aware datetimes), the window is half-open, exactly what a pipeline exporting the window
+        ``[start, end)`` must land. Only records that exist at ``as_of`` (default: now on the sandbox
+        clock) count: created, and stamped, before it; pass the export's creation time
+        (:meth:`export_created_at`) to ask what that export could see. ``filters`` are the procedure's
+        other arguments (``deleted``, ``prospect_deleted``, ``type``, ``prospect_only``; defaults as the
+        API applies them), never its window arguments. Rows are typed as in :meth:`expected_rows`.
+        """
+        zone = ZoneInfo(timezone or self.user_timezone)
+        definition, records = self._ground_truth(object_name, procedure, start, end, filters, fields, as_of)
+        return [self._typed_row(definition, rec, zone) for rec in records]
+
+    def csv_records_in(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        timezone: str | None = None,
+    ) -> list[dict[str, str]]:
+        """Like :meth:`records_in`, as ``csv.DictReader`` reads the downloaded files (all strings)."""
+        zone = ZoneInfo(timezone or self.user_timezone)
+        definition, records = self._ground_truth(object_name, procedure, start, end, filters, fields, as_of)
+        return [self._parsed_row(definition, rec, zone) for rec in records]
+
+    def _ground_truth(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, Any] | None,
+        fields: Sequence[str] | None,
+        as_of: datetime | None,
+    ) -> tuple[ExportDefinition, list[_Record]]:
+        """The definition and records of :meth:`records_in`: ``start <= stamp < end``, before ``as_of``."""
+        if start.tzinfo is None or end.tzinfo is None or (as_of is not None and as_of.tzinfo is None):
+            raise ValueError("start, end and as_of must be aware datetimes")
+        definition = validate_definition(
+            object_name, procedure, list(fields) if fields is not None else None, dict(filters or {})
+        )
+        window_args = {definition.procedure.after_arg, definition.procedure.before_arg} & set(filters or {})
+        if window_args:
+            raise ValueError(f"the window is start/end, not {', '.join(sorted(window_args))}")
+        records = self._scan(
+            definition.object.name,
+            definition.procedure,
+            definition.extra,
+            start.timestamp(),
+            end.timestamp(),
+            (as_of or self.clock.now()).timestamp(),
+            closed_low=True,
+            closed_high=False,
+        )
+        return definition, records
 
     # ---- HTTP entry point -----------------------------------------------------------------------
 
@@ -1047,16 +1136,37 @@ class PardotSandbox(Sandbox):
 
     def _select(self, request: ExportRequest, created_at: datetime) -> list[_Record]:
         """Records an export of ``request`` created at ``created_at`` contains, ordered by id."""
-        name = request.object.name
-        filter_on = request.procedure.filter_on
+        closed = self.bounds == "inclusive"
+        return self._scan(
+            request.object.name,
+            request.procedure,
+            request.extra,
+            request.after.timestamp(),
+            request.window_end.timestamp(),
+            created_at.timestamp(),
+            closed_low=closed,
+            closed_high=closed,
+        )
+
+    def _scan(
+        self,
+        name: str,
+        procedure: Procedure,
+        extra: Mapping[str, ArgValue],
+        low: float,
+        high: float,
+        cutoff: float,
+        *,
+        closed_low: bool,
+        closed_high: bool,
+    ) -> list[_Record]:
+        """Records of ``name`` existing before ``cutoff`` (epoch seconds) whose ``procedure`` timestamp is
+        between ``low`` and ``high`` (each bound closed or open) and that pass ``extra``, ordered by id."""
+        filter_on = procedure.filter_on
         lag_min, lag_max = _LAGS[filter_on]
         spacing = self._spacing(name)
-        after, end = request.after.timestamp(), request.window_end.timestamp()
-        cutoff = created_at.timestamp()
-        first = max(0, math.floor((after - lag_max - EPOCH0) / spacing))
-        last = math.floor((min(end - lag_min, cutoff) - EPOCH0) / spacing)
-        inclusive = self.bounds == "inclusive"
-        extra = request.extra
+        first = max(0, math.floor((low - lag_max - EPOCH0) / spacing))
+        last = math.floor((min(high - lag_min, cutoff) - EPOCH0) / spacing)
         deleted = extra.get("deleted")
         prospect_deleted = extra.get("prospect_deleted")
         types = extra.get("type")
@@ -1070,7 +1180,9 @@ class PardotSandbox(Sandbox):
             stamp = rec.timestamp(filter_on)
             if stamp >= cutoff:
                 continue
-            if not (after <= stamp <= end if inclusive else after < stamp < end):
+            if not (stamp >= low if closed_low else stamp > low):
+                continue
+            if not (stamp <= high if closed_high else stamp < high):
                 continue
             if deleted is not None and not _tri_state_match(deleted, rec.is_deleted):
                 continue
@@ -1106,7 +1218,7 @@ class PardotSandbox(Sandbox):
             values[name] = fixed[name] if name in fixed else _value(obj.name, name, ftype, rec, rng, draw)
         return values
 
-    def _typed_row(self, request: ExportRequest, rec: _Record, zone: ZoneInfo) -> dict[str, Any]:
+    def _typed_row(self, request: _Columns, rec: _Record, zone: ZoneInfo) -> dict[str, Any]:
         values = self._values(request.object, rec)
         row: dict[str, Any] = {}
         for name in request.fields:
@@ -1116,7 +1228,7 @@ class PardotSandbox(Sandbox):
             row[name] = value
         return row
 
-    def _parsed_row(self, request: ExportRequest, rec: _Record, zone: ZoneInfo) -> dict[str, str]:
+    def _parsed_row(self, request: _Columns, rec: _Record, zone: ZoneInfo) -> dict[str, str]:
         values = self._values(request.object, rec)
         return {
             name: _cell(request.object.fields[name], values[name], zone, quoted=False)
