@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from exportpipe.sandbox.base import Request, Response, Sandbox
@@ -66,3 +67,17 @@ def test_each_sandbox_defaults_to_its_api_root() -> None:
     assert impact.dispatch(Request("GET", "/storage/impact-exports/x/1/y")).status != 503
     assert impact.dispatch(Request("GET", f"{ImpactClicksSandbox.fault_path_prefix}IRabc/Jobs")).status == 503
     assert PardotSandbox.fault_path_prefix == "/api/"
+
+
+def test_the_log_records_when_each_request_arrived_in_real_time() -> None:
+    sandbox = _Echo()
+    sandbox.clock.freeze()  # the sandbox clock standing still does not matter
+    before = time.monotonic()
+
+    statuses(sandbox, "/a")
+    time.sleep(0.05)
+    statuses(sandbox, "/b")
+
+    first, second = sandbox.request_log
+    assert before <= first.received < second.received <= time.monotonic()
+    assert second.received - first.received >= 0.05

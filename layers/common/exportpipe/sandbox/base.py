@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -208,7 +209,11 @@ class Response:
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One request a sandbox answered."""
+    """One request a sandbox answered.
+
+    ``received`` is ``time.monotonic()`` when the sandbox got the request: real elapsed time (not the
+    sandbox clock, which tests freeze and move), to check how long a client waited between calls.
+    """
 
     method: str
     path: str
@@ -216,6 +221,7 @@ class LogEntry:
     query: Mapping[str, str]
     headers: Headers
     host: str
+    received: float = 0.0
 
 
 @dataclass
@@ -296,6 +302,7 @@ class Sandbox(ABC):
 
     def dispatch(self, request: Request) -> Response:
         """Answer an injected fault or handle ``request``, log it, and never raise."""
+        received = time.monotonic()
         try:
             fault = self._take_fault(request.path)
             response = fault if fault is not None else self.handle(request)
@@ -303,7 +310,13 @@ class Sandbox(ABC):
             traceback.print_exc(file=sys.stderr)
             response = Response.text(500, "Internal Server Error")
         entry = LogEntry(
-            request.method, request.path, response.status, dict(request.query), request.headers, request.host
+            request.method,
+            request.path,
+            response.status,
+            dict(request.query),
+            request.headers,
+            request.host,
+            received,
         )
         with self._log_lock:
             self._log.append(entry)
