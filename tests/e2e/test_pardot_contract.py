@@ -19,6 +19,7 @@ import requests
 from exportpipe.definitions import parse_definition
 from exportpipe.jobs import Job, JobStatus, job_id_for
 from exportpipe.local import LocalStack
+from exportpipe.local.stack import LOCAL_PARAMETERS
 from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot_catalog import OBJECTS
@@ -80,6 +81,24 @@ def _delivered(stack: LocalStack, job_id: str, timeout: float = 90) -> Job:
     return job
 
 
+def _truth(sandbox: PardotSandbox, job: Job) -> list[dict[str, str]]:
+    """What exporting the job's window [start, end) must land, from the sandbox's own records.
+
+    Independent of the arguments the client sent: a client that shifts or widens the window fails
+    this. Only records that existed when the upstream export was created count.
+    """
+    d = job.definition
+    return sandbox.csv_records_in(
+        d["object"],
+        d["procedure"],
+        job.window.start,
+        job.window.end,
+        filters=d.get("arguments"),
+        fields=d.get("fields"),
+        as_of=sandbox.export_created_at(int(job.upstream_id or 0)),
+    )
+
+
 def _api_calls(sandbox: PardotSandbox, status: int, method: str, prefix: str = "/api/v5/exports") -> int:
     return sum(
         1
@@ -101,14 +120,14 @@ def test_every_object_and_procedure_lands_exactly_its_rows(stack: LocalStack, pa
         for o, p in PAIRS
     }
     assert len(started) == sum(len(obj.procedures) for obj in OBJECTS.values()) >= 11
-    # THEN each lands every row the sandbox produced for its export, with all the object's fields
-    for (o, _p), result in started.items():
+    # THEN each lands exactly the records stamped in its window [start, end), with all the object's fields
+    for (o, p), result in started.items():
         job = _delivered(stack, result["job_id"])
+        assert job.window.start == NOW - timedelta(days=3) and job.window.end <= NOW
         rows = _rows(stack, job)
-        assert rows == pardot.expected_csv_rows_for_export(int(job.upstream_id or 0))
-        if rows:
-            assert list(rows[0]) == list(OBJECTS[o].fields)
-    assert sum(len(_rows(stack, _store(stack).get(r["job_id"]))) for r in started.values()) > 0
+        assert rows, (o, p)  # every pair has data, so no check below is vacuous
+        assert rows == _truth(pardot, job), (o, p)
+        assert list(rows[0]) == list(OBJECTS[o].fields)
 
 
 def test_token_expiry_mid_export_is_renewed_without_failing(stack: LocalStack, pardot: PardotSandbox) -> None:
@@ -121,15 +140,20 @@ def test_token_expiry_mid_export_is_renewed_without_failing(stack: LocalStack, p
     assert (
         sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token") > logins_before
     )  # ...and renewed
-    assert _rows(stack, job) == pardot.expected_csv_rows_for_export(int(job.upstream_id or 0))
+    assert _rows(stack, job) == _truth(pardot, job)
 
 
 def test_concurrency_limit_66_is_retried_with_backoff(stack: LocalStack, pardot: PardotSandbox) -> None:
-    refused_before = _api_calls(pardot, 429, "POST")
+    seen = len(pardot.request_log)
     pardot.force_error(66, times=2)
     started = _start(stack, _definition("limit-66"))
     assert started["status"] == "EXPORTING"  # the create got through on its third try
-    assert _api_calls(pardot, 429, "POST") - refused_before == 2
+    creates = [e for e in pardot.request_log[seen:] if (e.method, e.path) == ("POST", "/api/v5/exports")]
+    assert [e.status for e in creates] == [429, 429, 200]
+    # and it waited before each retry, longer the second time (backoff, then twice that)
+    backoff = float(LOCAL_PARAMETERS["UpstreamBackoffSeconds"])
+    waits = [b.received - a.received for a, b in itertools.pairwise(creates)]
+    assert waits[0] >= backoff and waits[1] >= 2 * backoff, waits
     _delivered(stack, started["job_id"])
 
 
@@ -203,7 +227,7 @@ def test_an_export_expired_before_the_copy_is_exported_again(
     job = _delivered(stack, started["job_id"])
     assert job.upstream_id != started["upstream_id"] and job.reexports == 1
     assert any("expired before it was copied" in (t.reason or "") for t in job.history)
-    assert _rows(stack, job) == pardot.expected_csv_rows_for_export(int(job.upstream_id or 0))
+    assert _rows(stack, job) == _truth(pardot, job)
 
 
 def test_a_two_year_backfill_runs_as_contiguous_jobs(stack: LocalStack, pardot: PardotSandbox) -> None:
@@ -229,10 +253,17 @@ def test_a_two_year_backfill_runs_as_contiguous_jobs(stack: LocalStack, pardot: 
     jobs = [_delivered(stack, job_id_for("backfill-2y", w), timeout=120) for w in windows]
     assert [j.window for j in jobs] == windows
     assert first["job_id"] == jobs[0].job_id
-    ids: list[str] = []
+    landed: list[dict[str, str]] = []
     for job in jobs:
         rows = _rows(stack, job)
-        assert rows == pardot.expected_csv_rows_for_export(int(job.upstream_id or 0))
-        ids += [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)) > 0  # no record twice across windows
+        assert rows == _truth(pardot, job)
+        landed += rows
+    # together the jobs land every record of [start, until) once: a gap or an overlap between two
+    # windows (even one hour) fails here even if each job matched its own window
+    ids = [r["id"] for r in landed]
+    assert len(ids) == len(set(ids)) > 0
+    everything = pardot.csv_records_in(
+        "listMembership", "filter_by_created_at", start, until, fields=definition["fields"]
+    )
+    assert sorted(landed, key=lambda r: int(r["id"])) == everything
     assert _store(stack).watermark("backfill-2y") == until

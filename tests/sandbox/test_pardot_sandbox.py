@@ -22,8 +22,10 @@ from exportpipe.sources.pardot_catalog import (
     MAX_FIELDS,
     OBJECTS,
     ExportRequestError,
+    one_year_after,
     parse_date_argument,
     validate_definition,
+    validate_export_request,
 )
 
 from .conftest import NOW, PardotApi
@@ -168,7 +170,13 @@ def test_token_errors_are_salesforce_errors(
 
 @pytest.mark.parametrize(
     ("authorization", "detail"),
-    [(None, "Missing token"), ("Bearer not-a-token", "Inactive token"), ("Basic abc", "Missing token")],
+    [
+        (None, "Missing token"),
+        ("Bearer not-a-token", "Inactive token"),
+        ("Basic abc", "Missing token"),
+        # the retired v3/v4 scheme: no v5 code for it is published, so it is just not a Bearer token
+        ("Pardot api_key=5a1698a233e73d7c8ccd60d775fbc68a, user_key=9a5bc2b2b4a0a6b4d1f0", "Missing token"),
+    ],
 )
 def test_missing_or_unknown_token_is_401_code_184(
     api: PardotApi, authorization: str | None, detail: str
@@ -579,6 +587,19 @@ def test_invalid_export_requests_are_refused_with_pardot_codes(
     assert message in got_message
 
 
+def test_the_field_limit_counts_fields_as_given_duplicates_included(api: PardotApi, clock: Clock) -> None:
+    # 151 entries naming only two distinct fields: "The number of fields specified ... can't exceed 150"
+    status, code, message = error_of(api.create(prospect_export(["id", "email"] * 75 + ["id"])))
+    assert (status, code) == (400, 154)
+    assert "fields can't contain more than 150 fields" in message
+
+    # 150 entries are fine, and the repeated names still give one column each
+    export = complete(api, clock, prospect_export(["id", "email"] * 75))
+    rows, bodies = download_rows(api, export)
+    assert rows and list(rows[0]) == ["id", "email"]
+    assert bodies[0].startswith(b"id,email\n")
+
+
 def test_create_needs_a_json_body(api: PardotApi) -> None:
     url = api.url("/api/v5/exports")
     form = {**api.headers, "Content-Type": "application/x-www-form-urlencoded"}
@@ -901,3 +922,264 @@ def test_a_closed_window_may_lie_more_than_a_year_back(api: PardotApi, clock: Cl
     old = prospect_export(created_after="2024-01-01 00:00:00", created_before="2024-06-01 00:00:00")
     export = complete(api, clock, old)
     assert export["state"] == "Complete"
+
+
+# ---- the one-year rules ----------------------------------------------------------------------------
+
+
+def created_window(after: str, before: str | None = None) -> dict[str, Any]:
+    arguments = (
+        {"created_after": after} if before is None else {"created_after": after, "created_before": before}
+    )
+    return {
+        "object": "visitorActivity",
+        "fields": ["id", "createdAt"],
+        "procedure": {"name": "filter_by_created_at", "arguments": arguments},
+    }
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [
+        ("2019-12-25", "2020-12-25"),  # the v5 page: "from December 25, 2019 to December 25, 2020"
+        ("2019-12-25 10:00:00", "2020-12-25 10:00:00"),
+        ("2019-12-25T15:00:00Z", "2020-12-25T15:00:00Z"),  # the same instants, written in UTC
+    ],
+)
+def test_the_docs_example_year_across_a_leap_day_is_accepted(api: PardotApi, after: str, before: str) -> None:
+    assert (datetime.fromisoformat(before[:10]) - datetime.fromisoformat(after[:10])).days == 366
+
+    resp = api.create(created_window(after, before))
+
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [
+        ("2019-12-25 10:00:00", "2020-12-25 10:00:01"),
+        ("2019-12-25", "2020-12-26"),
+        # the v3/v4 JSON example: hour 24 rolls over to 2020-12-26 00:59:59 (the catalog's documented choice)
+        ("2019-12-25 10:00:00", "2020-12-25 24:59:59"),
+    ],
+)
+def test_a_window_past_one_calendar_year_is_refused_with_177(api: PardotApi, after: str, before: str) -> None:
+    status, code, message = error_of(api.create(created_window(after, before)))
+
+    assert (status, code) == (400, 177)
+    assert message == (
+        "Invalid procedure argument. The range between created_after and created_before can't exceed 1 year."
+    )
+
+
+def test_one_year_after_a_leap_day_is_the_first_of_march() -> None:
+    leap_day = datetime(2024, 2, 29, 12, 30, tzinfo=NEW_YORK)
+    created = datetime(2026, 3, 10, tzinfo=UTC)
+
+    def validate(before: str) -> None:
+        validate_export_request(
+            "prospect",
+            ["id"],
+            "filter_by_created_at",
+            {"created_after": "2024-02-29 12:30:00", "created_before": before},
+            now=created,
+            tz=NEW_YORK,
+        )
+
+    assert one_year_after(leap_day, NEW_YORK) == datetime(2025, 3, 1, 12, 30, tzinfo=NEW_YORK)
+    assert one_year_after(datetime(2023, 3, 1, tzinfo=UTC), UTC) == datetime(2024, 3, 1, tzinfo=UTC)
+    validate("2025-03-01 12:30:00")
+    with pytest.raises(ExportRequestError) as caught:
+        validate("2025-03-01 12:30:01")
+    assert caught.value.code == 177
+
+
+def test_one_year_is_counted_on_the_users_calendar_across_daylight_saving_time() -> None:
+    # 2025-03-01 00:00 EST is 05:00 UTC; a year later on New York's calendar is 2026-03-01 00:00 EST again,
+    # while 2026-03-15 00:00 EDT is 04:00 UTC: the wall clock counts, not a fixed number of hours.
+    assert one_year_after(datetime(2025, 3, 1, 5, tzinfo=UTC), NEW_YORK) == datetime(
+        2026, 3, 1, tzinfo=NEW_YORK
+    )
+    assert one_year_after(datetime(2025, 3, 15, 4, tzinfo=UTC), NEW_YORK) == datetime(
+        2026, 3, 15, tzinfo=NEW_YORK
+    )
+
+
+def test_without_before_after_may_be_exactly_one_calendar_year_before_creation(api: PardotApi) -> None:
+    # NOW is 2026-03-10 11:00:00 in New York
+    assert api.create(created_window("2025-03-10 11:00:00")).status_code == 200
+
+    status, code, message = error_of(api.create(created_window("2025-03-10 10:59:59")))
+
+    assert (status, code) == (400, 177)
+    assert message == (
+        "Invalid procedure argument. "
+        "The created_after must be within a year of the creation date of the Export."
+    )
+
+
+@pytest.mark.parametrize(
+    ("literal", "window", "accepted"),
+    [
+        (False, ("2024-01-01 00:00:00", "2024-06-01 00:00:00"), True),  # a backfill, long ago
+        (True, ("2024-01-01 00:00:00", "2024-06-01 00:00:00"), False),
+        (True, ("2025-03-10 11:00:00", "2025-06-01 00:00:00"), True),  # after exactly a year before NOW
+        (True, ("2025-03-10 10:59:59", "2025-06-01 00:00:00"), False),
+        (True, ("2025-03-10 10:59:59", None), False),
+        (False, ("2025-03-10 10:59:59", None), False),  # an open window is held to it either way
+    ],
+)
+def test_after_within_a_year_of_creation_has_two_readings(
+    api: PardotApi, literal: bool, window: tuple[str, str | None], accepted: bool
+) -> None:
+    api.sandbox.after_within_year_of_creation = literal
+
+    resp = api.create(created_window(*window))
+
+    if accepted:
+        assert resp.status_code == 200, resp.text
+    else:
+        assert error_of(resp) == (
+            400,
+            177,
+            "Invalid procedure argument. "
+            "The created_after must be within a year of the creation date of the Export.",
+        )
+
+
+def test_expected_rows_follow_the_sandboxs_reading_of_the_creation_date_rule(sandbox: PardotSandbox) -> None:
+    backfill = {"created_after": "2024-01-01 00:00:00", "created_before": "2024-01-02 00:00:00"}
+    assert sandbox.expected_rows("prospect", "filter_by_created_at", backfill, ["id"])
+
+    sandbox.after_within_year_of_creation = True
+
+    with pytest.raises(ExportRequestError) as caught:
+        sandbox.expected_rows("prospect", "filter_by_created_at", backfill, ["id"])
+    assert caught.value.code == 177
+
+
+# ---- choices where the page is silent or contradictory ---------------------------------------------
+
+
+def test_prospect_only_camel_case_is_accepted_only_where_the_page_spells_it(sandbox: PardotSandbox) -> None:
+    updated = sandbox.expected_rows(
+        "visitorActivity",
+        "filter_by_updated_at",
+        {"updated_after": "2026-03-09", "prospectOnly": True},
+        ["id"],
+    )
+    assert updated
+
+    with pytest.raises(ExportRequestError) as caught:
+        sandbox.expected_rows(
+            "visitorActivity", "filter_by_created_at", {"created_after": "2026-03-09", "prospectOnly": True}
+        )
+    assert caught.value.code == 175
+
+
+@pytest.mark.parametrize("before", [None, "2026-03-20 00:00:00"])
+def test_a_future_after_is_accepted_and_exports_nothing(
+    api: PardotApi, clock: Clock, before: str | None
+) -> None:
+    export = complete(api, clock, created_window("2026-03-11 00:00:00", before))  # NOW is 2026-03-10
+
+    assert "resultRefs" not in export
+
+
+def test_external_activity_date_is_exported_as_a_datetime(api: PardotApi, clock: Clock) -> None:
+    body = {
+        "object": "externalActivity",
+        "fields": ["id", "activityDate"],
+        "procedure": {"name": "filter_by_activity_date", "arguments": {"activity_after": "2026-03-01"}},
+    }
+
+    rows, _ = download_rows(api, complete(api, clock, body))
+
+    assert len(rows) > 10
+    stamps = [datetime.strptime(r["activityDate"], "%Y-%m-%d %H:%M:%S") for r in rows]
+    assert any(s.time() != datetime.min.time() for s in stamps)  # a time of day, not a bare date
+
+
+# ---- ground truth ----------------------------------------------------------------------------------
+
+
+def test_records_in_is_the_half_open_window_of_instants(sandbox: PardotSandbox) -> None:
+    start, end = datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 9, 17, tzinfo=UTC)
+    truth = sandbox.records_in("prospect", "filter_by_updated_at", start, end, fields=["id", "updatedAt"])
+    stamps = [r["updatedAt"] for r in truth]
+
+    assert len(truth) > 50
+    assert all(start <= s < end for s in stamps)
+    # what an exclusive-bounds client must send for [start, end): after = start - 1 s, before = end
+    second = timedelta(seconds=1)
+    exclusive = {"updated_after": (start - second).isoformat(), "updated_before": end.isoformat()}
+    assert truth == sandbox.expected_rows("prospect", "filter_by_updated_at", exclusive, ["id", "updatedAt"])
+    # ...and it does not follow the bounds knob
+    sandbox.bounds = "inclusive"
+    assert truth == sandbox.records_in(
+        "prospect", "filter_by_updated_at", start, end, fields=["id", "updatedAt"]
+    )
+
+
+def test_records_in_includes_the_start_instant_and_excludes_the_end(sandbox: PardotSandbox) -> None:
+    first = sandbox.records_in(
+        "listMembership",
+        "filter_by_created_at",
+        datetime(2026, 3, 9, tzinfo=UTC),
+        datetime(2026, 3, 10, tzinfo=UTC),
+        fields=["id", "createdAt"],
+    )[0]
+    stamp = first["createdAt"]
+
+    def ids(start: datetime, end: datetime) -> list[int]:
+        rows = sandbox.records_in("listMembership", "filter_by_created_at", start, end, fields=["id"])
+        return [r["id"] for r in rows]
+
+    assert first["id"] in ids(stamp, stamp + timedelta(seconds=1))
+    assert first["id"] not in ids(stamp - timedelta(hours=1), stamp)
+
+
+def test_records_in_counts_only_records_that_exist_as_of(sandbox: PardotSandbox) -> None:
+    # activityDate is up to two days before createdAt: the last day's activities are mostly not in yet
+    start, end = datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 3, 10, tzinfo=UTC)
+
+    def rows(as_of: datetime) -> list[dict[str, Any]]:
+        return sandbox.records_in(
+            "externalActivity", "filter_by_activity_date", start, end, fields=["id", "createdAt"], as_of=as_of
+        )
+
+    early, later = rows(end), rows(end + timedelta(days=3))
+
+    assert all(r["createdAt"] < end for r in early)
+    assert len(later) > len(early) and {r["id"] for r in early} < {r["id"] for r in later}
+    assert rows(NOW) == rows(NOW)  # the default is now on the sandbox clock, which is frozen
+
+
+def test_records_in_applies_the_procedures_filters_and_refuses_a_window_argument(
+    sandbox: PardotSandbox,
+) -> None:
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
+    live = sandbox.records_in("prospect", "filter_by_updated_at", start, end, fields=["id", "isDeleted"])
+    every = sandbox.records_in(
+        "prospect", "filter_by_updated_at", start, end, filters={"deleted": "all"}, fields=["id", "isDeleted"]
+    )
+
+    assert {r["isDeleted"] for r in live} == {False}
+    assert {r["isDeleted"] for r in every} == {False, True}
+    with pytest.raises(ValueError, match="updated_after"):
+        sandbox.records_in("prospect", "filter_by_updated_at", start, end, filters={"updated_after": "today"})
+    with pytest.raises(ValueError, match="aware"):
+        sandbox.records_in("prospect", "filter_by_updated_at", datetime(2026, 3, 1), end)
+    with pytest.raises(ExportRequestError):
+        sandbox.records_in("prospect", "filter_by_colour", start, end)
+
+
+def test_csv_records_in_reads_like_the_downloaded_files(api: PardotApi, clock: Clock) -> None:
+    api.sandbox.rows_per_file = 10_000
+    start, end = datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 9, 17, tzinfo=UTC)
+    window = {"created_after": (start - timedelta(seconds=1)).isoformat(), "created_before": end.isoformat()}
+    created = clock.now()
+
+    rows, _ = download_rows(api, complete(api, clock, prospect_export(None, **window)))
+
+    assert rows == api.sandbox.csv_records_in("prospect", "filter_by_created_at", start, end, as_of=created)

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -208,7 +209,11 @@ class Response:
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One request a sandbox answered."""
+    """One request a sandbox answered.
+
+    ``received`` is ``time.monotonic()`` when the sandbox got the request: real elapsed time (not the
+    sandbox clock, which tests freeze and move), to check how long a client waited between calls.
+    """
 
     method: str
     path: str
@@ -216,23 +221,36 @@ class LogEntry:
     query: Mapping[str, str]
     headers: Headers
     host: str
+    received: float = 0.0
+
+
+@dataclass
+class _Fault:
+    status: int
+    remaining: int
+    path_prefix: str
 
 
 class Sandbox(ABC):
     """Base class of the source sandboxes.
 
     Subclasses set ``source`` and implement :meth:`handle` and :meth:`credentials`. The server calls
-    :meth:`dispatch`, which records every request in :attr:`request_log` and turns unexpected exceptions
-    into a 500. :meth:`attach` tells the sandbox the origin it is served at.
+    :meth:`dispatch`, which answers injected faults (:meth:`fail_requests`) before :meth:`handle` sees
+    the request, records every request in :attr:`request_log` and turns unexpected exceptions into a
+    500. :meth:`attach` tells the sandbox the origin it is served at. ``fault_path_prefix`` is the path
+    prefix :meth:`fail_requests` matches by default (the API's root).
     """
 
     source: ClassVar[str] = ""
+    fault_path_prefix: ClassVar[str] = "/"
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.base_url: str | None = None
         self._log_lock = threading.Lock()
         self._log: list[LogEntry] = []
+        self._faults_lock = threading.Lock()
+        self._faults: list[_Fault] = []
 
     # ---- to implement ----------------------------------------------------------------------------
 
@@ -258,15 +276,47 @@ class Sandbox(ABC):
             raise RuntimeError("the sandbox is not attached to a server yet")
         return {"source": self.source, "base_url": self.base_url, "credentials": self.credentials()}
 
+    def fail_requests(self, status: int = 503, times: int = 1, path_prefix: str | None = None) -> None:
+        """Make the next ``times`` requests under ``path_prefix`` answer ``status`` before any check.
+
+        The answer is an HTML error page (what a load balancer in front of the API sends); the default
+        prefix is the class's ``fault_path_prefix``. Faults queued earlier are used up first.
+        """
+        prefix = self.fault_path_prefix if path_prefix is None else path_prefix
+        with self._faults_lock:
+            self._faults.append(_Fault(status, times, prefix))
+
+    def _take_fault(self, path: str) -> Response | None:
+        """The injected error page for a request to ``path``, or ``None`` (uses one fault up)."""
+        with self._faults_lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and path.startswith(fault.path_prefix):
+                    fault.remaining -= 1
+                    status = fault.status
+                    break
+            else:
+                return None
+            self._faults = [f for f in self._faults if f.remaining > 0]
+        html = f"<html><head><title>{status}</title></head><body><h1>Error {status}</h1></body></html>"
+        return Response.text(status, html, "text/html; charset=utf-8")
+
     def dispatch(self, request: Request) -> Response:
-        """Handle ``request``, log it, and never raise."""
+        """Answer an injected fault or handle ``request``, log it, and never raise."""
+        received = time.monotonic()
         try:
-            response = self.handle(request)
+            fault = self._take_fault(request.path)
+            response = fault if fault is not None else self.handle(request)
         except Exception:  # the server must answer something; the traceback goes to stderr
             traceback.print_exc(file=sys.stderr)
             response = Response.text(500, "Internal Server Error")
         entry = LogEntry(
-            request.method, request.path, response.status, dict(request.query), request.headers, request.host
+            request.method,
+            request.path,
+            response.status,
+            dict(request.query),
+            request.headers,
+            request.host,
+            received,
         )
         with self._log_lock:
             self._log.append(entry)

@@ -409,13 +409,6 @@ class _Job:
         return self.runs[-1]
 
 
-@dataclass
-class _Injected:
-    status: int
-    remaining: int
-    path_prefix: str
-
-
 @dataclass(frozen=True)
 class _Route:
     endpoint: str  # token scope: "ClickExport" or "Jobs"
@@ -431,6 +424,7 @@ class ImpactClicksSandbox(Sandbox):
     """
 
     source: ClassVar[str] = "impact_clicks"
+    fault_path_prefix: ClassVar[str] = f"/{API_ROOT}/"
 
     def __init__(
         self,
@@ -485,7 +479,6 @@ class ImpactClicksSandbox(Sandbox):
         self._jobs: dict[str, _Job] = {}
         self._by_query: dict[_Query, str] = {}
         self._failures: list[int] = []
-        self._injected: list[_Injected] = []
         self._hour_start: datetime | None = None
         self._hour_calls = 0
         self._usage_day: date | None = None
@@ -506,11 +499,6 @@ class ImpactClicksSandbox(Sandbox):
         tries = self.max_tries if attempts is None else max(0, attempts)
         with self._lock:
             self._failures.extend([tries] * n)
-
-    def fail_requests(self, status: int = 503, times: int = 1, path_prefix: str = f"/{API_ROOT}/") -> None:
-        """Make the next ``times`` requests under ``path_prefix`` answer ``status`` before any check."""
-        with self._lock:
-            self._injected.append(_Injected(status, times, path_prefix))
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel a job, as only an impact.com administrator can (``KeyError`` when unknown).
@@ -586,9 +574,6 @@ class ImpactClicksSandbox(Sandbox):
 
     def handle(self, request: Request) -> Response:
         """Route one request."""
-        injected = self._take_injected(request.path)
-        if injected is not None:
-            return injected
         if request.path.startswith(STORAGE_PREFIX):
             return self._storage(request)
         segments = request.path.strip("/").split("/")
@@ -652,19 +637,6 @@ class ImpactClicksSandbox(Sandbox):
                 "Unauthorized: check your AccountSID and AuthToken.",
                 headers={"WWW-Authenticate": 'Basic realm="impact.com"'},
             )
-
-    def _take_injected(self, path: str) -> Response | None:
-        with self._lock:
-            for item in self._injected:
-                if item.remaining > 0 and path.startswith(item.path_prefix):
-                    item.remaining -= 1
-                    status = item.status
-                    break
-            else:
-                return None
-            self._injected = [i for i in self._injected if i.remaining > 0]
-        html = f"<html><head><title>{status}</title></head><body><h1>Error {status}</h1></body></html>"
-        return Response.text(status, html, "text/html; charset=utf-8")
 
     # ---- limits ---------------------------------------------------------------------------------
 

@@ -27,12 +27,35 @@ Paths and shapes
   - The ``Content-Type`` of create must be ``application/json`` (parameters such as ``charset`` allowed).
 
 Validation (see the catalog's docstring for argument formats and the one-year rules)
-  - Object names are matched case-insensitively; procedure and argument names are snake_case;
-    ``prospectOnly`` is accepted for ``prospect_only``; the activity-date procedure of external activity is
-    ``filter_by_activity_date``. Duplicate argument names can't occur in a JSON object (the parser keeps
-    the last, which is also the documented behaviour).
+  - Object names are matched case-insensitively; procedure and argument names are snake_case. The
+    spelling ``prospectOnly`` is accepted for ``prospect_only`` only where the page uses it: visitor
+    activity ``filter_by_updated_at``; on ``filter_by_created_at`` it is an unknown argument (175). The
+    activity-date procedure of external activity is ``filter_by_activity_date``. Duplicate argument
+    names can't occur in a JSON object (the parser keeps the last, which is also the documented
+    behaviour).
+  - ``type`` 5 (Session): the page says "Type ``Session`` is omitted". Read as "Session activities are
+    never exported", so asking for them is an invalid value: a ``type`` list containing 5 is refused
+    with 177 (``... unknown visitor activity type 5``) rather than answered with an empty export, and
+    type 5 never occurs in the data.
+  - A ``*_after`` in the future is accepted. Without ``*_before`` the window (``*_after``, creation
+    time) is empty, and with one nothing stamped after the creation time exists yet: the export
+    completes without ``resultRefs``. (The page does not say the API refuses it; 177 would be as
+    plausible.)
   - Window bounds are exclusive on both ends, as the v5 page words it ("greater than ``*_after`` and less
     than ``*_before``"). The later v4 page says inclusive; set ``bounds="inclusive"`` to emulate that.
+  - One year (177 beyond it) is a calendar year on the user's wall clock, 29 February + 1 year = 1 March
+    (details in the catalog). The page says two things about the age of ``*_after``, and the sandbox
+    can be either reading:
+
+    * default (``after_within_year_of_creation=False``): "The ``*_after`` must be within a year of the
+      creation date of the Export" is read together with the sentence next to it ("When ``*_before``
+      isn't specified, the current date is used to gauge the interval"), so it binds only a window
+      without ``*_before``; a closed window may lie any distance in the past (backfills), only its
+      length is limited.
+    * ``after_within_year_of_creation=True``: the sentence as written under every ``*_before``: every
+      request whose ``*_after`` is more than a year before the export's creation is refused with 177
+      ``The <after> must be within a year of the creation date of the Export.``, bounded or not. A
+      client that backfills further back than a year cannot work against this reading.
 
 Errors: v5 body ``{"code": <int>, "message": "<text>"}`` with the codes and messages of the published
 "Error Codes & Messages" page (pardot/api-docs ``kb/error-codes-messages``, 2021); detail is appended as
@@ -75,6 +98,11 @@ Auth (Salesforce OAuth)
     behaviour); tests mint one with :meth:`PardotSandbox.issue_refresh_token`. Access tokens live
     ``token_ttl`` seconds of the sandbox clock (Salesforce: the org's session timeout; default 2 h);
     :meth:`PardotSandbox.expire_tokens` invalidates every issued access token at once.
+  - The legacy Pardot scheme (``Authorization: Pardot api_key=..., user_key=...``, v3/v4 only) is answered
+    like any other non-Bearer header: 401, 184 ``: Missing token``. The reference records the scheme as
+    retired but publishes no v5 code for it (no code 199 "api_key no longer supported" or similar is in
+    the stored sources, and v3/v4's code 1 "Invalid API key or user key" belongs to the old XML API), so
+    no code is invented.
   - Every API call, downloads included, needs ``Authorization: Bearer`` and ``Pardot-Business-Unit-Id``.
     The token check comes first, then the business unit, then injected errors, the daily allowance and
     the concurrency limit.
@@ -105,6 +133,11 @@ Files (CSV)
     a backslash (inside the quotes); null is an empty unquoted cell, so ``""`` is an empty string.
     Integers are bare, booleans ``true``/``false``, DateTime ``YYYY-MM-DD HH:MM:SS`` and Date ``YYYY-MM-DD``
     in the creating user's timezone at creation time (``user_timezone``, default ``America/New_York``).
+  - External activity ``activityDate``: the field table types it DateTime, its description says "This
+    must be in "YYYY-MM-DD" format". The description is read as the input rule for *creating* an
+    activity (it goes on "If not specified, then the current date is used"), so the export writes it as
+    any DateTime, ``YYYY-MM-DD HH:MM:SS`` with a time of day, and ``filter_by_activity_date`` compares
+    full instants. A client should accept a bare ``YYYY-MM-DD`` there too.
   - Rows are split over files of varying size (between half of and ``rows_per_file`` rows, or exactly
     ``file_count`` files), rows shuffled and files listed in no particular order.
 
@@ -121,7 +154,10 @@ Data
     ``type`` filter visitor activities (type 5, Session, never occurs).
   - String values include the awkward cases: commas, quotes, CR/LF, leading ``@``/``=``/``+``, non-ASCII,
     whitespace-only, empty strings and nulls. :meth:`PardotSandbox.expected_rows` and
-    :meth:`PardotSandbox.expected_csv_rows` compute what an export must contain.
+    :meth:`PardotSandbox.expected_csv_rows` compute what an export of given arguments must contain;
+    :meth:`PardotSandbox.records_in` / :meth:`PardotSandbox.csv_records_in` are the ground truth for a
+    half-open window ``[start, end)`` of instants, independent of any request, to check that a client
+    turned its window into the right arguments.
 
 Downloads
   - ``redirect_downloads``: the download answers 302 to ``http://localhost:<port>/storage/...?expires=&sig=``
@@ -159,14 +195,18 @@ from zoneinfo import ZoneInfo
 from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
 from exportpipe.sources.pardot_catalog import (
     VISITOR_ACTIVITY_TYPES,
+    ArgValue,
+    ExportDefinition,
     ExportRequest,
     ExportRequestError,
     FieldType,
     PardotErrorCode,
     PardotObject,
+    Procedure,
     error_message,
     lookup_object,
     parse_date_argument,
+    validate_definition,
     validate_export_request,
 )
 
@@ -177,6 +217,9 @@ EXPORTS_PATH = "/api/v5/exports"
 STORAGE_PREFIX = "/storage/exports/"
 RETENTION = timedelta(days=7)
 EPOCH0 = 1577836800  # 2020-01-01T00:00:00Z: the record streams start here
+
+#: What a row is built from: the object and the requested fields (a request or a bare definition).
+_Columns = ExportRequest | ExportDefinition
 
 _STATUS_OF_CODE: dict[int, int] = {
     PardotErrorCode.INVALID_ACCESS_TOKEN: 401,
@@ -345,13 +388,6 @@ class _Export:
     ref_order: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _Injected:
-    status: int
-    remaining: int
-    path_prefix: str
-
-
 class PardotSandbox(Sandbox):
     """A faithful, controllable Account Engagement Export API v5 (see the module docstring).
 
@@ -360,6 +396,7 @@ class PardotSandbox(Sandbox):
     """
 
     source: ClassVar[str] = "pardot"
+    fault_path_prefix: ClassVar[str] = "/api/"
 
     def __init__(
         self,
@@ -384,6 +421,7 @@ class PardotSandbox(Sandbox):
         rows_per_file: int = 2_000,
         file_count: int | None = None,
         bounds: Literal["exclusive", "inclusive"] = "exclusive",
+        after_within_year_of_creation: bool = False,
         line_terminator: str = "\n",
         redirect_downloads: bool = False,
         truncate_downloads: bool = False,
@@ -409,6 +447,7 @@ class PardotSandbox(Sandbox):
         self.rows_per_file = rows_per_file
         self.file_count = file_count
         self.bounds = bounds
+        self.after_within_year_of_creation = after_within_year_of_creation
         self.line_terminator = line_terminator
         self.redirect_downloads = redirect_downloads
         self.truncate_downloads = truncate_downloads
@@ -428,7 +467,6 @@ class PardotSandbox(Sandbox):
         self._next_file_id = 23191
         self._fail_next = 0
         self._forced: list[PardotErrorCode] = []
-        self._injected: list[_Injected] = []
         self._usage_day: date | None = None
         self._usage = 0
         self._in_flight = 0
@@ -480,11 +518,6 @@ class PardotSandbox(Sandbox):
         error_code = PardotErrorCode(code)
         with self._lock:
             self._forced.extend([error_code] * times)
-
-    def fail_requests(self, status: int = 503, times: int = 1, path_prefix: str = "/api/") -> None:
-        """Make the next ``times`` requests under ``path_prefix`` answer ``status`` before any check."""
-        with self._lock:
-            self._injected.append(_Injected(status, times, path_prefix))
 
     def api_calls_today(self) -> int:
         """API calls counted against today's allowance."""
@@ -553,13 +586,89 @@ class PardotSandbox(Sandbox):
             for rec in self._select(export.request, export.created_at)
         ]
 
+    def export_created_at(self, export_id: int) -> datetime:
+        """When an export was created, on the sandbox clock (UTC; ``KeyError`` when unknown)."""
+        with self._lock:
+            return self._exports[export_id].created_at
+
+    def records_in(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        timezone: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Ground truth: the records whose ``procedure`` timestamp lies in ``[start, end)``, by id.
+
+        Independent of any export request and of the ``bounds`` knob: ``start`` and ``end`` are instants
+        (aware datetimes), the window is half-open, exactly what a pipeline exporting the window
+        ``[start, end)`` must land. Only records that exist at ``as_of`` (default: now on the sandbox
+        clock) count: created, and stamped, before it; pass the export's creation time
+        (:meth:`export_created_at`) to ask what that export could see. ``filters`` are the procedure's
+        other arguments (``deleted``, ``prospect_deleted``, ``type``, ``prospect_only``; defaults as the
+        API applies them), never its window arguments. Rows are typed as in :meth:`expected_rows`.
+        """
+        zone = ZoneInfo(timezone or self.user_timezone)
+        definition, records = self._ground_truth(object_name, procedure, start, end, filters, fields, as_of)
+        return [self._typed_row(definition, rec, zone) for rec in records]
+
+    def csv_records_in(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        timezone: str | None = None,
+    ) -> list[dict[str, str]]:
+        """Like :meth:`records_in`, as ``csv.DictReader`` reads the downloaded files (all strings)."""
+        zone = ZoneInfo(timezone or self.user_timezone)
+        definition, records = self._ground_truth(object_name, procedure, start, end, filters, fields, as_of)
+        return [self._parsed_row(definition, rec, zone) for rec in records]
+
+    def _ground_truth(
+        self,
+        object_name: str,
+        procedure: str,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, Any] | None,
+        fields: Sequence[str] | None,
+        as_of: datetime | None,
+    ) -> tuple[ExportDefinition, list[_Record]]:
+        """The definition and records of :meth:`records_in`: ``start <= stamp < end``, before ``as_of``."""
+        if start.tzinfo is None or end.tzinfo is None or (as_of is not None and as_of.tzinfo is None):
+            raise ValueError("start, end and as_of must be aware datetimes")
+        definition = validate_definition(
+            object_name, procedure, list(fields) if fields is not None else None, dict(filters or {})
+        )
+        window_args = {definition.procedure.after_arg, definition.procedure.before_arg} & set(filters or {})
+        if window_args:
+            raise ValueError(f"the window is start/end, not {', '.join(sorted(window_args))}")
+        records = self._scan(
+            definition.object.name,
+            definition.procedure,
+            definition.extra,
+            start.timestamp(),
+            end.timestamp(),
+            (as_of or self.clock.now()).timestamp(),
+            closed_low=True,
+            closed_high=False,
+        )
+        return definition, records
+
     # ---- HTTP entry point -----------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         """Route one request."""
-        injected = self._take_injected(request.path)
-        if injected is not None:
-            return injected
         if request.path == TOKEN_PATH:
             return self._token_endpoint(request)
         if request.path.startswith(STORAGE_PREFIX):
@@ -690,19 +799,6 @@ class PardotSandbox(Sandbox):
         if today != self._usage_day:
             self._usage_day, self._usage = today, 0
 
-    def _take_injected(self, path: str) -> Response | None:
-        with self._lock:
-            for item in self._injected:
-                if item.remaining > 0 and path.startswith(item.path_prefix):
-                    item.remaining -= 1
-                    status = item.status
-                    break
-            else:
-                return None
-            self._injected = [i for i in self._injected if i.remaining > 0]
-        html = f"<html><head><title>{status}</title></head><body><h1>Error {status}</h1></body></html>"
-        return Response.text(status, html, "text/html; charset=utf-8")
-
     def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/")
         if path == EXPORTS_PATH:
@@ -768,6 +864,7 @@ class PardotSandbox(Sandbox):
                     procedure.get("arguments"),
                     now=now,
                     tz=ZoneInfo(self.user_timezone),
+                    after_within_year_of_creation=self.after_within_year_of_creation,
                 )
             except ExportRequestError as exc:
                 raise _ApiError(exc.code, message=exc.message) from exc
@@ -1039,16 +1136,37 @@ class PardotSandbox(Sandbox):
 
     def _select(self, request: ExportRequest, created_at: datetime) -> list[_Record]:
         """Records an export of ``request`` created at ``created_at`` contains, ordered by id."""
-        name = request.object.name
-        filter_on = request.procedure.filter_on
+        closed = self.bounds == "inclusive"
+        return self._scan(
+            request.object.name,
+            request.procedure,
+            request.extra,
+            request.after.timestamp(),
+            request.window_end.timestamp(),
+            created_at.timestamp(),
+            closed_low=closed,
+            closed_high=closed,
+        )
+
+    def _scan(
+        self,
+        name: str,
+        procedure: Procedure,
+        extra: Mapping[str, ArgValue],
+        low: float,
+        high: float,
+        cutoff: float,
+        *,
+        closed_low: bool,
+        closed_high: bool,
+    ) -> list[_Record]:
+        """Records of ``name`` existing before ``cutoff`` (epoch seconds) whose ``procedure`` timestamp is
+        between ``low`` and ``high`` (each bound closed or open) and that pass ``extra``, ordered by id."""
+        filter_on = procedure.filter_on
         lag_min, lag_max = _LAGS[filter_on]
         spacing = self._spacing(name)
-        after, end = request.after.timestamp(), request.window_end.timestamp()
-        cutoff = created_at.timestamp()
-        first = max(0, math.floor((after - lag_max - EPOCH0) / spacing))
-        last = math.floor((min(end - lag_min, cutoff) - EPOCH0) / spacing)
-        inclusive = self.bounds == "inclusive"
-        extra = request.extra
+        first = max(0, math.floor((low - lag_max - EPOCH0) / spacing))
+        last = math.floor((min(high - lag_min, cutoff) - EPOCH0) / spacing)
         deleted = extra.get("deleted")
         prospect_deleted = extra.get("prospect_deleted")
         types = extra.get("type")
@@ -1062,7 +1180,9 @@ class PardotSandbox(Sandbox):
             stamp = rec.timestamp(filter_on)
             if stamp >= cutoff:
                 continue
-            if not (after <= stamp <= end if inclusive else after < stamp < end):
+            if not (stamp >= low if closed_low else stamp > low):
+                continue
+            if not (stamp <= high if closed_high else stamp < high):
                 continue
             if deleted is not None and not _tri_state_match(deleted, rec.is_deleted):
                 continue
@@ -1098,7 +1218,7 @@ class PardotSandbox(Sandbox):
             values[name] = fixed[name] if name in fixed else _value(obj.name, name, ftype, rec, rng, draw)
         return values
 
-    def _typed_row(self, request: ExportRequest, rec: _Record, zone: ZoneInfo) -> dict[str, Any]:
+    def _typed_row(self, request: _Columns, rec: _Record, zone: ZoneInfo) -> dict[str, Any]:
         values = self._values(request.object, rec)
         row: dict[str, Any] = {}
         for name in request.fields:
@@ -1108,7 +1228,7 @@ class PardotSandbox(Sandbox):
             row[name] = value
         return row
 
-    def _parsed_row(self, request: ExportRequest, rec: _Record, zone: ZoneInfo) -> dict[str, str]:
+    def _parsed_row(self, request: _Columns, rec: _Record, zone: ZoneInfo) -> dict[str, str]:
         values = self._values(request.object, rec)
         return {
             name: _cell(request.object.fields[name], values[name], zone, quoted=False)
@@ -1150,6 +1270,7 @@ class PardotSandbox(Sandbox):
             dict(arguments),
             now=created,
             tz=zone,
+            after_within_year_of_creation=self.after_within_year_of_creation,
         )
         return request, created
 

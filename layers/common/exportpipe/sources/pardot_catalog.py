@@ -10,8 +10,9 @@ What the public record says and what was chosen here:
   ``prospectAccount``, ``visitor``, ``externalActivity``). ``lookup_object`` also accepts other casings
   (``VisitorActivity`` appears in third-party v3/v4 collections) and returns the canonical object.
 - Procedure and argument names stay snake_case as in every published example (``filter_by_created_at``,
-  ``created_after``). The v5 page spells the visitor-activity flag ``prospectOnly`` once; it is accepted as
-  an alias of ``prospect_only`` (``Procedure.arg_aliases``).
+  ``created_after``). The v5 page spells the visitor-activity flag ``prospectOnly`` once, under visitor
+  activity ``filter_by_updated_at``; it is accepted as an alias of ``prospect_only`` on that procedure
+  only (``Procedure.arg_aliases``), elsewhere it is an unknown argument (175).
 - The external-activity procedure over ``activityDate`` has no name in the v5 page; it is called
   ``filter_by_activity_date`` here (arguments ``activity_after`` / ``activity_before``).
 - Fields are v5 camelCase names. External activity fields come from the v5 page; the other objects use
@@ -20,11 +21,22 @@ What the public record says and what was chosen here:
 - Window semantics follow the v5 page: a record is selected when its timestamp is strictly greater than
   ``*_after`` and strictly less than ``*_before`` (exclusive on both ends). Without ``*_before`` the window
   ends at the creation time of the export.
-- Limits: at most ``MAX_FIELDS`` (150) fields; ``*_before - *_after`` at most ``MAX_RANGE`` (365 days). When
-  ``*_before`` is omitted the range is measured to the creation time, which is what "``*_after`` must be
-  within a year of the creation date" means: the page says it right after describing the omitted
-  ``*_before`` ("the current date is used to gauge the interval"). A window with both bounds may lie
-  further in the past (backfills). A 366-day leap-year window is rejected.
+- Limits: at most ``MAX_FIELDS`` (150) fields. The range "can't exceed 1 year", read as one *calendar*
+  year: ``*_before <= one_year_after(*_after)``, so the v5 page's own example ("from December 25, 2019 to
+  December 25, 2020", 366 days across a leap day) is accepted and one second more is refused (177).
+  The year is added on the wall clock of the user's timezone (the zone relative dates resolve in,
+  whatever offset the value itself was written with); 29 February plus one year is **1 March** (PHP's
+  ``+1 year``, which overflows the day, rather than clamping to 28 February). When ``*_before`` is
+  omitted the range is measured to the creation time (``now <= one_year_after(*_after)``), which is what
+  "``*_after`` must be within a year of the creation date" means here: the page says it right after
+  describing the omitted ``*_before`` ("the current date is used to gauge the interval"). A window with
+  both bounds may lie further in the past (backfills). The literal reading (every ``*_before`` entry says
+  "The ``created_after`` must be within a year of the creation date of the Export", so every request,
+  bounded or not) is ``validate_export_request(..., after_within_year_of_creation=True)``.
+- The v3/v4 JSON example (``"created_after": "2019-12-25 10:00:00", "created_before": "2020-12-25
+  24:59:59"``) is *refused*: hour 24 rolls over (see below), so it ends 2020-12-26 00:59:59, 14:59:59 past
+  one calendar year. The public record does not say how the API itself treats its example; no leniency
+  beyond the calendar year is invented.
 - Date arguments: ``today``, ``yesterday``, ``last_7_days``, ``this_month``, ``last_month`` (resolved in the
   user's timezone to the start of that day or month: ``today`` is midnight today, ``last_7_days`` is
   midnight seven days ago, as PHP's ``strtotime`` reads them), or an explicit date: ``YYYY-MM-DD``,
@@ -35,14 +47,20 @@ What the public record says and what was chosen here:
 - Extra arguments: ``deleted`` / ``prospect_deleted`` take ``true``, ``false`` or ``all`` (JSON booleans
   are accepted too) and default to ``false``; ``prospect_only`` takes a boolean (or ``"true"``/``"false"``)
   and defaults to ``false``; ``type`` is a list of visitor activity type ids (integers or digit strings,
-  a single id is accepted) and defaults to all types. A JSON ``null`` argument counts as omitted.
+  a single id is accepted) and defaults to all types. Type 5 (Session) is refused (177): the page says
+  "Type ``Session`` is omitted", read as "never exported", so asking for it is an invalid value rather
+  than an empty result. A JSON ``null`` argument counts as omitted.
+- A ``*_after`` in the future is accepted (nothing in the page refuses it); the window is then empty.
+- External activity ``activityDate`` is a DateTime, as the field table types it; the description's
+  "must be in "YYYY-MM-DD" format" is read as the rule for creating an activity, not the export format.
 - Error codes are the published Pardot codes: 174 unknown procedure, 175 unknown argument, 176 missing
   required argument, 177 invalid argument value, 180 invalid field, 153/154 missing/invalid property
   (used for an unknown object, a bad ``fields`` list and more than 150 fields: the public record does not
   say which code the API uses for those, 154 is the closest published text).
 - Validation order: body shape, object, fields, procedure, unknown arguments, required arguments,
-  argument values. Duplicate field names are collapsed (first occurrence kept); an empty ``fields`` list
-  is rejected (omit ``fields`` to export every field).
+  argument values. The 150-field limit counts the fields as given ("The number of fields specified ...
+  can't exceed 150"), duplicates included; after that check duplicate field names are collapsed (first
+  occurrence kept). An empty ``fields`` list is rejected (omit ``fields`` to export every field).
 """
 
 from __future__ import annotations
@@ -59,7 +77,6 @@ __all__ = [
     "DELETED_VALUES",
     "ERROR_MESSAGES",
     "MAX_FIELDS",
-    "MAX_RANGE",
     "OBJECTS",
     "RELATIVE_DATES",
     "VISITOR_ACTIVITY_TYPES",
@@ -74,6 +91,7 @@ __all__ = [
     "Procedure",
     "error_message",
     "lookup_object",
+    "one_year_after",
     "parse_date_argument",
     "validate_definition",
     "validate_export_request",
@@ -163,7 +181,6 @@ ERROR_MESSAGES: Final[Mapping[PardotErrorCode, str]] = MappingProxyType(
 )
 
 MAX_FIELDS: Final = 150
-MAX_RANGE: Final = timedelta(days=365)
 RELATIVE_DATES: Final = ("today", "yesterday", "last_7_days", "this_month", "last_month")
 DELETED_VALUES: Final = ("true", "false", "all")
 
@@ -624,6 +641,20 @@ def parse_date_argument(value: str, *, now: datetime, tz: tzinfo) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, second, micro, tzinfo=zone)
 
 
+def one_year_after(instant: datetime, tz: tzinfo) -> datetime:
+    """``instant`` plus one calendar year on the wall clock of ``tz`` (the user's timezone).
+
+    The latest ``*_before`` a window starting at ``instant`` may have, and the latest creation time an
+    export with that ``*_after`` and no ``*_before`` may have. 29 February becomes 1 March of the next
+    year (PHP's ``+1 year``).
+    """
+    local = instant.astimezone(tz)
+    try:
+        return local.replace(year=local.year + 1)
+    except ValueError:  # 29 February, and the next year is not a leap year
+        return local.replace(year=local.year + 1, month=3, day=1)
+
+
 def _tri_state(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -674,11 +705,11 @@ def _validate_fields(obj: PardotObject, fields: object) -> tuple[str, ...]:
         raise ExportRequestError(PardotErrorCode.INVALID_PROPERTY, "fields must be an array of strings.")
     if not fields:
         raise ExportRequestError(PardotErrorCode.INVALID_PROPERTY, "fields must not be empty.")
-    unique = tuple(dict.fromkeys(str(f) for f in fields))
-    if len(unique) > MAX_FIELDS:
+    if len(fields) > MAX_FIELDS:  # "The number of fields specified": as given, duplicates included
         raise ExportRequestError(
             PardotErrorCode.INVALID_PROPERTY, f"fields can't contain more than {MAX_FIELDS} fields."
         )
+    unique = tuple(dict.fromkeys(str(f) for f in fields))
     unknown = [f for f in unique if f not in obj.fields]
     if unknown:
         raise ExportRequestError(PardotErrorCode.INVALID_FIELDS, f"{', '.join(unknown)} (object {obj.name}).")
@@ -758,12 +789,17 @@ def validate_export_request(
     *,
     now: datetime,
     tz: tzinfo,
+    after_within_year_of_creation: bool = False,
 ) -> ExportRequest:
     """Validate an export request the way the API does and resolve its arguments.
 
     ``now`` is the creation time of the export (the reference for relative dates, for an omitted
-    ``*_before`` and for the one-year rules); ``tz`` is the user's timezone. ``fields=None`` selects every
-    field; ``arguments=None`` means no arguments. Raises ``ExportRequestError`` with the Pardot code.
+    ``*_before`` and for the one-year rules); ``tz`` is the user's timezone (dates without a zone, and the
+    calendar the one-year rules count in: ``*_before`` at most :func:`one_year_after` ``*_after``, and
+    without ``*_before`` ``now`` at most that). ``fields=None`` selects every field; ``arguments=None``
+    means no arguments. ``after_within_year_of_creation`` applies the creation-date rule to windows with
+    a ``*_before`` too (the literal reading of the page; by default only an open window is held to it).
+    Raises ``ExportRequestError`` with the Pardot code (177 for the one-year rules).
     """
     obj, selected, procedure, args = _resolve(object_name, fields, procedure_name, arguments)
     for required in procedure.required_args:
@@ -781,12 +817,13 @@ def validate_export_request(
             PardotErrorCode.INVALID_ARGUMENT, f"{procedure.before_arg} must be after {procedure.after_arg}."
         )
     window_end = before if before is not None else now
-    if before is None and now - after > MAX_RANGE:
+    latest = one_year_after(after, tz)
+    if (before is None or after_within_year_of_creation) and now > latest:
         raise ExportRequestError(
             PardotErrorCode.INVALID_ARGUMENT,
-            f"{procedure.after_arg} must be within a year of the creation date of the export.",
+            f"The {procedure.after_arg} must be within a year of the creation date of the Export.",
         )
-    if before is not None and before - after > MAX_RANGE:
+    if before is not None and before > latest:
         raise ExportRequestError(
             PardotErrorCode.INVALID_ARGUMENT,
             f"The range between {procedure.after_arg} and {procedure.before_arg} can't exceed 1 year.",
