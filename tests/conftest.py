@@ -18,6 +18,7 @@ PARDOT_KNOBS = (
     "file_count",
     "record_fill",
     "processing_seconds",
+    "after_within_year_of_creation",
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -461,3 +461,20 @@ def test_an_export_given_up_on_is_canceled_upstream_so_it_does_not_hold_up_the_q
     }
     assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
     assert pardot.export_state(int(second["upstream_id"])).value == "Canceled"
+
+
+def test_under_the_literal_creation_year_rule_an_old_backfill_window_fails_with_the_reason(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    # GIVEN Pardot read literally: every *_after must be within a year of the export's creation
+    pardot.after_within_year_of_creation = True
+    event = load_event("start_export_backfill")
+    event["definition"] = {**event["definition"], "name": "fn-literal-year"}
+    # WHEN a backfill starts two years back THEN its first window fails loudly, naming the rule,
+    # instead of being skipped (the window stays the definition's next one: nothing is lost unseen)
+    result = start_export(event, context("StartExportFunction"))
+    assert result["status"] == "FAILED"
+    assert "within a year of the creation date" in result["reason"] and "177" in result["reason"]
+    assert _store(stack).watermark("fn-literal-year") is None
+    failed = [e for e in stack.consumer_events(wait_seconds=2) if e["detail"]["job_id"] == result["job_id"]]
+    assert [e["detail-type"] for e in failed] == ["Export Failed"]
