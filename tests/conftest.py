@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from exportpipe.jobs import Job
     from exportpipe.local import LocalStack
     from exportpipe.sandbox.pardot import PardotSandbox
 
@@ -49,3 +50,21 @@ def pardot_of(stack: LocalStack) -> Iterator[PardotSandbox]:
         setattr(sandbox, name, value)
     if sandbox.clock.frozen:
         sandbox.clock.unfreeze()
+
+
+def ground_truth(sandbox: PardotSandbox, job: Job) -> list[dict[str, str]]:
+    """What exporting the job's window [start, end) must land, from the sandbox's own records.
+
+    Independent of the arguments the client sent: a client that shifts or widens the window fails
+    this. Only records that existed when the upstream export was created count.
+    """
+    d = job.definition
+    return sandbox.csv_records_in(
+        d["object"],
+        d["procedure"],
+        job.window.start,
+        job.window.end,
+        filters=d.get("arguments"),
+        fields=d.get("fields"),
+        as_of=sandbox.export_created_at(int(job.upstream_id or 0)),
+    )

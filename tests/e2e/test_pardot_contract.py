@@ -24,6 +24,7 @@ from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot_catalog import OBJECTS
 from exportpipe.store import JobStore
+from tests.conftest import ground_truth
 
 pytestmark = pytest.mark.e2e
 
@@ -81,24 +82,6 @@ def _delivered(stack: LocalStack, job_id: str, timeout: float = 90) -> Job:
     return job
 
 
-def _truth(sandbox: PardotSandbox, job: Job) -> list[dict[str, str]]:
-    """What exporting the job's window [start, end) must land, from the sandbox's own records.
-
-    Independent of the arguments the client sent: a client that shifts or widens the window fails
-    this. Only records that existed when the upstream export was created count.
-    """
-    d = job.definition
-    return sandbox.csv_records_in(
-        d["object"],
-        d["procedure"],
-        job.window.start,
-        job.window.end,
-        filters=d.get("arguments"),
-        fields=d.get("fields"),
-        as_of=sandbox.export_created_at(int(job.upstream_id or 0)),
-    )
-
-
 def _api_calls(sandbox: PardotSandbox, status: int, method: str, prefix: str = "/api/v5/exports") -> int:
     return sum(
         1
@@ -126,7 +109,7 @@ def test_every_object_and_procedure_lands_exactly_its_rows(stack: LocalStack, pa
         assert job.window.start == NOW - timedelta(days=3) and job.window.end <= NOW
         rows = _rows(stack, job)
         assert rows, (o, p)  # every pair has data, so no check below is vacuous
-        assert rows == _truth(pardot, job), (o, p)
+        assert rows == ground_truth(pardot, job), (o, p)
         assert list(rows[0]) == list(OBJECTS[o].fields)
 
 
@@ -140,7 +123,7 @@ def test_token_expiry_mid_export_is_renewed_without_failing(stack: LocalStack, p
     assert (
         sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token") > logins_before
     )  # ...and renewed
-    assert _rows(stack, job) == _truth(pardot, job)
+    assert _rows(stack, job) == ground_truth(pardot, job)
 
 
 def test_concurrency_limit_66_is_retried_with_backoff(stack: LocalStack, pardot: PardotSandbox) -> None:
@@ -227,7 +210,7 @@ def test_an_export_expired_before_the_copy_is_exported_again(
     job = _delivered(stack, started["job_id"])
     assert job.upstream_id != started["upstream_id"] and job.reexports == 1
     assert any("expired before it was copied" in (t.reason or "") for t in job.history)
-    assert _rows(stack, job) == _truth(pardot, job)
+    assert _rows(stack, job) == ground_truth(pardot, job)
 
 
 def test_a_two_year_backfill_runs_as_contiguous_jobs(stack: LocalStack, pardot: PardotSandbox) -> None:
@@ -256,7 +239,7 @@ def test_a_two_year_backfill_runs_as_contiguous_jobs(stack: LocalStack, pardot: 
     landed: list[dict[str, str]] = []
     for job in jobs:
         rows = _rows(stack, job)
-        assert rows == _truth(pardot, job)
+        assert rows == ground_truth(pardot, job)
         landed += rows
     # together the jobs land every record of [start, until) once: a gap or an overlap between two
     # windows (even one hour) fails here even if each job matched its own window
