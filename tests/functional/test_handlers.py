@@ -478,3 +478,18 @@ def test_under_the_literal_creation_year_rule_an_old_backfill_window_fails_with_
     assert _store(stack).watermark("fn-literal-year") is None
     failed = [e for e in stack.consumer_events(wait_seconds=2) if e["detail"]["job_id"] == result["job_id"]]
     assert [e["detail-type"] for e in failed] == ["Export Failed"]
+
+
+def test_a_token_that_expires_before_the_copy_is_renewed_for_the_downloads(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    pardot.file_count = 2
+    started = start_export(_schedule_event("fn-token-copy"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    logins = sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token")
+    pardot.expire_tokens()
+    delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert delivered["status"] == "DELIVERED" and delivered["files"] == 2
+    downloads = [e for e in pardot.request_log if "/results/" in e.path]
+    assert [e.status for e in downloads[-3:]] == [401, 200, 200]  # refused once, renewed, then both
+    assert sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token") == logins + 1
