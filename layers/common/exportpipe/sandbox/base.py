@@ -223,7 +223,8 @@ class Sandbox(ABC):
 
     Subclasses set ``source`` and implement :meth:`handle` and :meth:`credentials`. The server calls
     :meth:`dispatch`, which records every request in :attr:`request_log` and turns unexpected exceptions
-    into a 500. :meth:`attach` tells the sandbox the origin it is served at.
+    into a 500. :meth:`attach` tells the sandbox the origin it is served at; :meth:`close` (called when
+    the server stops) lets a sandbox stop background work such as webhook deliveries.
     """
 
     source: ClassVar[str] = ""
@@ -249,6 +250,9 @@ class Sandbox(ABC):
     def attach(self, base_url: str) -> None:
         """Record the origin the sandbox is served at (``http://127.0.0.1:<port>``)."""
         self.base_url = base_url.rstrip("/")
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a sandbox needs it
+        """Stop background work (nothing by default); a sandbox may be served again afterwards."""
 
     def handshake(self, base_url: str | None = None) -> dict[str, Any]:
         """``{"source", "base_url", "credentials"}``: what a client needs to talk to this sandbox."""
@@ -418,9 +422,10 @@ class SandboxServer:
         self._server.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop serving, close the listening socket and :meth:`Sandbox.close` the sandbox."""
         self._server.shutdown()
         self._server.server_close()
+        self.app.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
