@@ -443,6 +443,7 @@ class SandboxServer:
 SANDBOXES: dict[str, str] = {
     "pardot": "exportpipe.sandbox.pardot:PardotSandbox",
     "impact_clicks": "exportpipe.sandbox.impact_clicks:ImpactClicksSandbox",
+    "advocate": "exportpipe.sandbox.advocate:AdvocateSandbox",
 }
 
 
