@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,31 @@ def test_local_command_runs_the_stack_until_stopped() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_advocate_sandbox_command_serves_a_real_client() -> None:
+    port = _free_port()
+    proc, info = _first_line("sandbox", "advocate", "--port", str(port))
+    try:
+        creds = info["credentials"]
+        base = f"{info['base_url']}/api/v1/{creds['tenant_alias']}"
+        auth = ("", creds["api_key"])  # HTTP Basic, the API key as the password
+        created = requests.post(f"{base}/export", json={"type": "REFERRAL"}, auth=auth, timeout=10)
+        assert created.status_code == 201 and created.json()["status"] == "PENDING"
+        export_id = created.json()["id"]
+        deadline = time.monotonic() + 15
+        while (
+            requests.get(f"{base}/export/{export_id}", auth=auth, timeout=10).json()["status"] != "COMPLETED"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        download = requests.get(f"{base}/export/{export_id}/download", auth=auth, timeout=10)
+        assert [r.status_code for r in download.history] == [303]
+        assert download.status_code == 200 and download.text.startswith("id,programId,referredUser,")
+        assert requests.get(f"{info['base_url']}/.well-known/jwks.json", timeout=10).json()["keys"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
 
 
 HANDSHAKE_KEYS = {

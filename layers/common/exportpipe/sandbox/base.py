@@ -237,8 +237,9 @@ class Sandbox(ABC):
     Subclasses set ``source`` and implement :meth:`handle` and :meth:`credentials`. The server calls
     :meth:`dispatch`, which answers injected faults (:meth:`fail_requests`) before :meth:`handle` sees
     the request, records every request in :attr:`request_log` and turns unexpected exceptions into a
-    500. :meth:`attach` tells the sandbox the origin it is served at. ``fault_path_prefix`` is the path
-    prefix :meth:`fail_requests` matches by default (the API's root).
+    500. :meth:`attach` tells the sandbox the origin it is served at; :meth:`close` (called when the
+    server stops) lets a sandbox stop background work such as webhook deliveries.
+    ``fault_path_prefix`` is the path prefix :meth:`fail_requests` matches by default (the API's root).
     """
 
     source: ClassVar[str] = ""
@@ -267,6 +268,9 @@ class Sandbox(ABC):
     def attach(self, base_url: str) -> None:
         """Record the origin the sandbox is served at (``http://127.0.0.1:<port>``)."""
         self.base_url = base_url.rstrip("/")
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a sandbox needs it
+        """Stop background work (nothing by default); a sandbox may be served again afterwards."""
 
     def handshake(self, base_url: str | None = None) -> dict[str, Any]:
         """``{"source", "base_url", "credentials"}``: what a client needs to talk to this sandbox."""
@@ -468,9 +472,10 @@ class SandboxServer:
         self._server.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop serving, close the listening socket and :meth:`Sandbox.close` the sandbox."""
         self._server.shutdown()
         self._server.server_close()
+        self.app.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -488,6 +493,7 @@ class SandboxServer:
 SANDBOXES: dict[str, str] = {
     "pardot": "exportpipe.sandbox.pardot:PardotSandbox",
     "impact_clicks": "exportpipe.sandbox.impact_clicks:ImpactClicksSandbox",
+    "advocate": "exportpipe.sandbox.advocate:AdvocateSandbox",
 }
 
 
