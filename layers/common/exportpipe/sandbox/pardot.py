@@ -116,7 +116,8 @@ Limits
 
 States and time (all on the sandbox clock)
   - A new export is ``Waiting``; exports are processed one at a time per account, oldest first; each one
-    starts ``pickup_seconds`` after creation at the earliest and takes ``processing_seconds``. Each
+    starts ``pickup_seconds`` after creation at the earliest and takes ``processing_seconds`` (both as
+    they were when it was created: a knob changed later applies to later exports only). Each
     transition sets ``updatedAt``. ``fail_next(n)`` makes the next ``n`` exports to finish processing end
     ``Failed``.
   - Data expires 7 days after completion: ``isExpired`` becomes true, ``resultRefs`` disappears,
@@ -380,6 +381,10 @@ class _Export:
     timezone: str
     created_at: datetime
     updated_at: datetime
+    # the timing knobs as they were when the export was created: changing a knob later affects only
+    # exports created after the change, never one already queued behind others
+    pickup: timedelta
+    processing: timedelta
     state: ExportState = ExportState.WAITING
     finish_at: datetime | None = None
     ended_at: datetime | None = None
@@ -874,6 +879,8 @@ class PardotSandbox(Sandbox):
                 timezone=self.user_timezone,
                 created_at=now,
                 updated_at=now,
+                pickup=timedelta(seconds=self.pickup_seconds),
+                processing=timedelta(seconds=self.processing_seconds),
             )
             self._next_export_id += 1
             self._exports[export.id] = export
@@ -983,7 +990,7 @@ class PardotSandbox(Sandbox):
                 break
             export = self._exports[self._queue[0]]
             deadline = export.created_at + RETENTION
-            start = max(export.created_at + timedelta(seconds=self.pickup_seconds), self._free_at)
+            start = max(export.created_at + export.pickup, self._free_at)
             if start >= deadline:
                 if deadline > now:
                     break
@@ -994,7 +1001,7 @@ class PardotSandbox(Sandbox):
                 break
             self._queue.pop(0)
             export.state, export.updated_at = ExportState.PROCESSING, start
-            export.finish_at = start + timedelta(seconds=self.processing_seconds)
+            export.finish_at = start + export.processing
             self._processing = export.id
         for export in self._exports.values():
             if export.ended_at is not None and not export.expired and export.ended_at + RETENTION <= now:
