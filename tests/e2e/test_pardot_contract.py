@@ -140,23 +140,33 @@ def test_concurrency_limit_66_is_retried_with_backoff(stack: LocalStack, pardot:
     _delivered(stack, started["job_id"])
 
 
-def test_daily_limit_122_on_create_waits_for_the_next_tick_without_losing_the_window(
+def test_daily_limit_122_on_create_waits_without_spending_calls_and_keeps_the_window(
     stack: LocalStack, pardot: PardotSandbox
 ) -> None:
+    # a fixed until (not "now"), so every delivery below plans exactly the same window
+    until = NOW - timedelta(minutes=30)
+
+    def creates() -> list[int]:
+        return [e.status for e in pardot.request_log if e.method == "POST" and e.path == "/api/v5/exports"]
+
+    before = len(creates())
     pardot.force_error(122, times=1)
-    first = _start(stack, _definition("limit-122-create"))
-    creates = _api_calls(pardot, 429, "POST") + _api_calls(pardot, 200, "POST")
+    first = _start(stack, _definition("limit-122-create"), until=until)
     assert first["status"] == "REQUESTED" and "122" in first["reason"]
     job = _store(stack).get(first["job_id"])
     assert job.status is JobStatus.REQUESTED and job.upstream_id is None
-    # a re-delivery right away does not spend another call on a spent allowance
-    assert _start(stack, _definition("limit-122-create"))["status"] == "REQUESTED"
-    assert _api_calls(pardot, 429, "POST") + _api_calls(pardot, 200, "POST") == creates
-    # the next tick after the wait (RateLimitWaitSeconds, 1 s here) resumes the same job and window
-    time.sleep(1.1)
-    later = _start(stack, _definition("limit-122-create"), until=NOW + timedelta(hours=1))
-    assert later["job_id"] == first["job_id"] and later["status"] == "EXPORTING"
-    _delivered(stack, first["job_id"])
+    # a re-delivery right away (within RateLimitWaitSeconds, 1 s here) spends no call
+    again = _start(stack, _definition("limit-122-create"), until=until)
+    assert again["job_id"] == first["job_id"] and again["status"] == "REQUESTED"
+    assert creates()[before:] == [429]
+    # after the wait the same job and window go on — created once, by its workflow or by a later
+    # delivery, whichever comes first — and are delivered
+    time.sleep(1.5)
+    later = _start(stack, _definition("limit-122-create"), until=until)
+    assert later["job_id"] == first["job_id"]  # (REQUESTED still if the workflow is creating it now)
+    delivered = _delivered(stack, first["job_id"])
+    assert delivered.window == job.window
+    assert creates()[before:] == [429, 200]
 
 
 def test_daily_limit_122_while_polling_waits_and_goes_on(stack: LocalStack, pardot: PardotSandbox) -> None:

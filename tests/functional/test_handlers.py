@@ -13,7 +13,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exportpipe.errors import InvalidDefinitionError, InvalidEventError
+from exportpipe.errors import (
+    InvalidDefinitionError,
+    InvalidEventError,
+    TransitionError,
+    UpstreamRateLimitedError,
+)
 from exportpipe.http import make_session
 from exportpipe.jobs import MAX_WINDOW_ATTEMPTS, JobStatus
 from exportpipe.local import LocalStack
@@ -325,7 +330,7 @@ def test_an_interrupted_copy_that_recovers_delivers_every_file_once(
     assert delivered["status"] == "DELIVERED" and delivered["files"] == 3
     assert [_downloads(pardot, u) for u in urls] == [1, 2, 1]
     job = _store(stack).get(started["job_id"])
-    assert job.copy_retries == 1
+    assert job.copy_retries == 0  # the landed file reset the count of interruptions in a row
     rows = [r for f in job.files for r in csv.DictReader(io.StringIO(_body(stack, f.key), newline=""))]
     assert sorted(rows, key=lambda r: int(r["id"])) == ground_truth(pardot, job) != []
 
@@ -361,7 +366,7 @@ def test_a_rate_limit_that_never_clears_waits_longer_each_time_then_fails_the_jo
 def test_a_daily_limit_on_create_is_not_tried_again_before_its_wait(
     pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RATE_LIMIT_WAIT_SECONDS", "2")
+    monkeypatch.setenv("RATE_LIMIT_WAIT_SECONDS", "4")
     pardot.force_error(122, times=1)
     first = start_export(_schedule_event("fn-122-create"), context("StartExportFunction"))
     assert first["status"] == "REQUESTED" and "122" in first["reason"]
@@ -371,7 +376,7 @@ def test_a_daily_limit_on_create_is_not_tried_again_before_its_wait(
     assert again["duplicate"] and again["status"] == "REQUESTED"
     assert _creates(pardot) == creates
     # once the wait is over, the next delivery resumes the same job
-    time.sleep(2.1)
+    time.sleep(4.1)
     resumed = start_export(_schedule_event("fn-122-create"), context("StartExportFunction"))
     assert resumed["job_id"] == first["job_id"] and resumed["status"] == "EXPORTING"
     assert _creates(pardot) == creates + 1
@@ -394,6 +399,10 @@ def test_a_scheduled_window_that_keeps_failing_is_given_up_after_the_attempt_lim
     assert (
         _store(stack).failed_attempts("fn-give-up", datetime.fromisoformat("2026-11-24T00:00:00+00:00")) == 5
     )
+    # AND an operator's retry (after fixing the cause) tries the window again
+    retry = {**_schedule_event("fn-give-up"), "scheduled_time": "2026-11-25T16:20:00Z", "retry": True}
+    again = start_export(retry, context("StartExportFunction"))
+    assert again["status"] == "EXPORTING" and again["window"]["start"] == "2026-11-24T00:00:00Z"
 
 
 def test_an_export_canceled_before_its_copy_ends_canceled(stack: LocalStack, context: Ctx) -> None:
@@ -493,3 +502,75 @@ def test_a_token_that_expires_before_the_copy_is_renewed_for_the_downloads(
     downloads = [e for e in pardot.request_log if "/results/" in e.path]
     assert [e.status for e in downloads[-3:]] == [401, 200, 200]  # refused once, renewed, then both
     assert sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token") == logins + 1
+
+
+def test_an_outage_on_create_is_waited_out_with_growing_waits_then_fails_the_job(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLL_MAX_ATTEMPTS", "2")
+    pardot.fail_requests(status=503, times=3, path_prefix="/api/v5/exports")
+    first = start_export(_schedule_event("fn-create-outage"), context("StartExportFunction"))
+    assert first["status"] == "REQUESTED" and "503" in first["reason"]
+    creates = _creates(pardot)
+    # not before the backoff (1 s for the first refusal): a re-delivery spends no call
+    start_export(_schedule_event("fn-create-outage"), context("StartExportFunction"))
+    check = {"job_id": first["job_id"], "attempt": 0}
+    waiting = check_status(check, context("CheckStatusFunction"))
+    assert waiting["status"] == "REQUESTED" and waiting["attempt"] == 0 and waiting["wait_seconds"] >= 1
+    assert _creates(pardot) == creates
+    time.sleep(1.1)
+    # the workflow's turn creates it: refused again, so it waits longer, and counts no poll attempt
+    second = check_status(check, context("CheckStatusFunction"))
+    assert second["status"] == "REQUESTED" and second["attempt"] == 0 and second["wait_seconds"] == 2
+    assert _creates(pardot) == creates + 1
+    time.sleep(2.1)
+    # the third refusal in a row is one more than POLL_MAX_ATTEMPTS allows: the job fails, saying why
+    third = check_status(check, context("CheckStatusFunction"))
+    assert third["status"] == "FAILED"
+    assert "refused to create the export 3 times in a row" in (
+        _store(stack).get(first["job_id"]).reason or ""
+    )
+    assert _creates(pardot) == creates + 2
+
+
+def test_a_copy_the_rate_limit_keeps_refusing_fails_and_leaves_no_parts(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exportpipe.services.copy_result as copy_service
+
+    pardot.file_count = 2
+    started = start_export(_schedule_event("fn-copy-limited"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    monkeypatch.setenv("POLL_MAX_ATTEMPTS", "1")
+    real = copy_service._copy_one
+
+    def second_file_refused(deps: Any, client: Any, job: Any, url: str, key: str, tuning: Any) -> Any:
+        if key.endswith("part-00002.csv"):
+            raise UpstreamRateLimitedError("Pardot daily API limit met (122) on download", retry_after=1)
+        return real(deps, client, job, url, key, tuning)
+
+    monkeypatch.setattr(copy_service, "_copy_one", second_file_refused)
+    prefix = f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={started['job_id']}/"
+    s3 = stack.client("s3")
+    first = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert first["status"] == "COPYING"  # part 1 landed, part 2 waits for the limit
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix)["Contents"]] == [
+        prefix + "part-00001.csv"
+    ]
+    second = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
+    assert second["status"] == "FAILED"
+    assert not s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("Contents")
+
+
+def test_a_copy_that_outlived_its_upstream_export_cannot_record_parts(
+    stack: LocalStack, context: Ctx
+) -> None:
+    started = start_export(_schedule_event("fn-stale-copy"), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    store = _store(stack)
+    store.transition(started["job_id"], JobStatus.COPYING)
+    store.update(started["job_id"], JobStatus.COPYING, {"upstream_id": "999999"})  # a re-export meanwhile
+    with pytest.raises(TransitionError, match="no longer"):
+        store.update(
+            started["job_id"], JobStatus.COPYING, {"files": []}, where={"upstream_id": started["upstream_id"]}
+        )

@@ -59,7 +59,8 @@ class UpstreamAuthError(UpstreamError):
 class UpstreamUnavailableError(UpstreamError):
     """A transient upstream failure (5xx, 429, rate limit, connection) that outlived our own retries.
 
-    The state machine retries the task on this error with its own backoff.
+    The services wait it out (a deferred create, a poll backoff, a resumed copy), a bounded number of
+    times in a row, instead of failing the job.
     """
 
 

@@ -185,16 +185,14 @@ class JobStore:
             raise
         return Job.model_validate(_from_item(resp["Attributes"]))
 
-    def defer(self, job_id: str, not_before: datetime, reason: str) -> Job:
+    def defer(self, job_id: str, not_before: datetime, updates: Mapping[str, Any]) -> Job:
         """Leave a REQUESTED job for :meth:`claim_stale` to take over, but not before ``not_before``.
 
         Its starter was refused for now (a rate limit, an outage): resuming earlier would only be
         refused again and spend the upstream's allowance.
         """
         claimed_at = not_before - STALE_CLAIM
-        return self.update(
-            job_id, JobStatus.REQUESTED, {"reason": reason, "claimed_at": claimed_at.isoformat()}
-        )
+        return self.update(job_id, JobStatus.REQUESTED, {**updates, "claimed_at": claimed_at.isoformat()})
 
     def claimable_at(self, job: Job) -> datetime:
         """When :meth:`claim_stale` may take the REQUESTED ``job`` over."""
@@ -230,13 +228,27 @@ class JobStore:
         )
 
     def update(
-        self, job_id: str, expected: JobStatus | Collection[JobStatus], updates: Mapping[str, Any]
+        self,
+        job_id: str,
+        expected: JobStatus | Collection[JobStatus],
+        updates: Mapping[str, Any],
+        *,
+        where: Mapping[str, Any] | None = None,
     ) -> Job:
-        """Change attributes (not the status) of a job that is still in ``expected``."""
+        """Change attributes (not the status) of a job that is still in ``expected`` and, if given,
+        whose attributes still equal ``where`` (e.g. the same upstream export)."""
         statuses = [expected] if isinstance(expected, JobStatus) else list(expected)
         sets = {"updated_at": self._now().isoformat(), **updates}
         return self._update(
-            job_id, sets, condition_statuses=statuses, append_history=None, target=statuses[0]
+            job_id, sets, condition_statuses=statuses, append_history=None, target=statuses[0], where=where
+        )
+
+    def forget_failed_attempts(self, name: str) -> None:
+        """An operator's retry: the definition's current window may be tried again from attempt 1."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=_to_item({"pk": f"DEF#{name}"}),
+            UpdateExpression="REMOVE failed_start, failed_attempts",
         )
 
     def failed_attempts(self, name: str, start: datetime) -> int:
@@ -257,8 +269,10 @@ class JobStore:
                     TableName=self._table,
                     Key=_to_item({"pk": f"DEF#{job.definition_name}"}),
                     UpdateExpression="SET failed_start = :s, failed_attempts = :n",
+                    # only forward: a late settle of an older window's job must not reset the count
                     ConditionExpression=(
-                        "attribute_not_exists(failed_start) OR failed_start <> :s OR failed_attempts < :n"
+                        "attribute_not_exists(failed_start) OR failed_start < :s"
+                        " OR (failed_start = :s AND failed_attempts < :n)"
                     ),
                     ExpressionAttributeValues=_to_item(
                         {":s": job.window.start.isoformat(), ":n": job.attempt}
@@ -314,6 +328,7 @@ class JobStore:
         condition_statuses: list[JobStatus],
         append_history: dict[str, Any] | None,
         target: JobStatus,
+        where: Mapping[str, Any] | None = None,
     ) -> Job:
         names: dict[str, str] = {"#s": "status"}
         values: dict[str, Any] = {}
@@ -331,12 +346,17 @@ class JobStore:
         for i, status in enumerate(condition_statuses):
             values[f":c{i}"] = status.value
             placeholders.append(f":c{i}")
+        equal = ""
+        for i, (key, value) in enumerate((where or {}).items()):
+            names[f"#w{i}"] = key
+            values[f":w{i}"] = value
+            equal += f" AND #w{i} = :w{i}"
         try:
             resp = self._db.update_item(
                 TableName=self._table,
                 Key=_to_item({"pk": f"JOB#{job_id}"}),
                 UpdateExpression="SET " + ", ".join(clauses),
-                ConditionExpression=f"attribute_exists(pk) AND #s IN ({', '.join(placeholders)})",
+                ConditionExpression=f"attribute_exists(pk) AND #s IN ({', '.join(placeholders)}){equal}",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={k: _ser.serialize(v) for k, v in values.items()},
                 ReturnValues="ALL_NEW",
@@ -349,6 +369,8 @@ class JobStore:
             if not old:
                 raise JobNotFoundError(f"no job {job_id!r}") from exc
             current = _from_item(old).get("status")
+            if where and current in {c.value for c in condition_statuses}:
+                raise TransitionError(job_id, f"{current} (no longer {dict(where)})", target) from exc
             raise TransitionError(job_id, str(current), target) from exc
         return Job.model_validate(_from_item(resp["Attributes"]))
 

@@ -11,6 +11,7 @@ job gives up waiting for is canceled upstream.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,7 +62,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     job = deps.store.get(request.job_id)
     attempt = request.attempt + 1
     if job.status is JobStatus.REQUESTED:
-        return _create_when_due(deps, job, attempt)
+        return _create_when_due(deps, job, request.attempt)
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
         return answer(job, request.attempt, settings)
@@ -122,19 +123,20 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     return _start_over(deps, job, upstream, attempt)
 
 
-def _create_when_due(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
+def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, Any]:
     """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
-    create it and go on polling; until then wait. Each turn counts as an attempt (bounded)."""
+    create it and go on polling; until then wait, without counting an attempt (the refusals are
+    counted, and bounded, by :func:`create_upstream`)."""
     settings = deps.settings
     claimed = deps.store.claim_stale(job.job_id)
     if claimed is None:  # not due yet (or a schedule tick is creating it right now)
-        due = deps.store.claimable_at(job) - deps.clock()
-        return answer(job, attempt, settings, min(max(due.total_seconds(), 1), settings.poll_max_seconds))
-    create_upstream(deps, claimed, parse_definition(claimed.definition))
+        due = (deps.store.claimable_at(job) - deps.clock()).total_seconds()
+        return answer(job, request_attempt, settings, min(max(math.ceil(due), 1), settings.poll_max_seconds))
+    result = create_upstream(deps, claimed, parse_definition(claimed.definition))
     job = deps.store.get(job.job_id)
-    return answer(
-        job, 0 if job.status is JobStatus.EXPORTING else attempt, settings, settings.poll_base_seconds
-    )
+    if result["status"] == JobStatus.REQUESTED.value:
+        return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
+    return answer(job, 0, settings, settings.poll_base_seconds)
 
 
 def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
@@ -187,6 +189,6 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
         error_type, JobStatus.FAILED
     )
     job = end_unsuccessfully(deps, job_id, status, f"{error_type}: {message}"[:1000])
-    if waiting_upstream:
+    if waiting_upstream and job.status is status:  # it did end here, not (say) delivered meanwhile
         abandon_upstream(deps, job)
     return answer(job, attempt, deps.settings)

@@ -37,11 +37,12 @@ from exportpipe.services.common import (
     recreate_upstream,
     wait_out_rate_limit,
 )
-from exportpipe.services.delivery import commit, finish_if_committed, folder_of
+from exportpipe.services.delivery import commit, finish_if_committed, folder_of, remove_strays
 from exportpipe.sources.base import SourceClient, UpstreamState
 
-# A broken download or an upstream outage during the copy is tried again this many times, after the
-# poll loop's growing backoff, before the job fails; each try copies only the files still missing.
+# A broken download or an upstream outage during the copy is tried again this many times in a row
+# (a file landed resets the count), after the poll loop's growing backoff, before the job fails; each
+# try copies only the files still missing.
 MAX_COPY_RETRIES = 4
 
 
@@ -74,33 +75,30 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
             key = part_key(folder, n, client.file_extension)
             if key not in landed:
                 landed[key] = _copy_one(deps, client, job, url, key, tuning)
+                # Only while the job still waits for this upstream export: a copy that outlived its
+                # workflow must not record parts over a re-export's.
                 job = deps.store.update(
                     job.job_id,
                     JobStatus.COPYING,
-                    {"files": [f.model_dump(mode="json") for f in [*files, landed[key]]], "rate_limited": 0},
+                    {
+                        "files": [f.model_dump(mode="json") for f in [*files, landed[key]]],
+                        "rate_limited": 0,
+                        "copy_retries": 0,
+                    },
+                    where={"upstream_id": job.upstream_id},
                 )
             files.append(landed[key])
     except UpstreamRateLimitedError as exc:
-        return wait_out_rate_limit(deps, job, 0, exc)
+        return _rate_limited(deps, job, exc)
     except (UpstreamUnavailableError, DownloadIncompleteError) as exc:
-        if job.copy_retries >= MAX_COPY_RETRIES:
-            raise
-        retries = job.copy_retries + 1
-        wait = backoff_seconds(retries, settings)
-        logger.warning(
-            "copy interrupted; the files still missing are copied after a wait",
-            error=str(exc),
-            landed=len(files),
-            retry=retries,
-            wait_seconds=wait,
-        )
-        job = deps.store.update(job.job_id, JobStatus.COPYING, {"copy_retries": retries})
-        return answer(job, 0, settings, wait)
+        return _interrupted(deps, job, exc, landed=len(files))
     except ExportExpiredError as exc:
         try:
             again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
         except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
-            return wait_out_rate_limit(deps, job, 0, limited)
+            return _rate_limited(deps, job, limited)
+        except UpstreamUnavailableError as unavailable:
+            return _interrupted(deps, job, unavailable, landed=len(files))
         if again is None:
             raise
         return answer(again, 0, settings, settings.poll_base_seconds)
@@ -115,6 +113,35 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
         delivered_at=deps.clock(),
     )
     return _delivered(deps, commit(deps, job, manifest))
+
+
+def _rate_limited(deps: Deps, job: Job, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+    """Wait the limit out; if it has refused too often in a row, the job failed: empty its folder."""
+    result = wait_out_rate_limit(deps, job, 0, exc)
+    if result["status"] != JobStatus.COPYING.value:
+        remove_strays(deps, job, keep=set())
+    return result
+
+
+def _interrupted(
+    deps: Deps, job: Job, exc: UpstreamError | DownloadIncompleteError, *, landed: int
+) -> dict[str, Any]:
+    """An outage or a broken download: copy the files still missing after a growing wait, a bounded
+    number of times in a row (progress resets the count); then fail (the workflow's failure
+    recorder empties the folder)."""
+    if job.copy_retries >= MAX_COPY_RETRIES:
+        raise exc
+    retries = job.copy_retries + 1
+    wait = backoff_seconds(retries, deps.settings)
+    logger.warning(
+        "copy interrupted; the files still missing are copied after a wait",
+        error=str(exc),
+        landed=landed,
+        retry=retries,
+        wait_seconds=wait,
+    )
+    job = deps.store.update(job.job_id, JobStatus.COPYING, {"copy_retries": retries})
+    return answer(job, 0, deps.settings, wait)
 
 
 def _copy_one(

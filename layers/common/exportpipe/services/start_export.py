@@ -36,7 +36,14 @@ from exportpipe.jobs import (
 )
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.services.common import end_unsuccessfully, ensure_workflow, parse_event, start_workflow
+from exportpipe.services.common import (
+    abandon_upstream,
+    backoff_seconds,
+    end_unsuccessfully,
+    ensure_workflow,
+    parse_event,
+    start_workflow,
+)
 from exportpipe.store import upstream_ref
 
 
@@ -48,6 +55,8 @@ class StartExportEvent(BaseModel):
       starts the next window at once (a backfill).
     - ``window``: export exactly this range once (a re-run); it must fit in one export, and it does
       not move the definition's watermark (incremental runs go on from where they were).
+    - ``retry``: an operator's retry of a definition that gave up (``GAVE_UP``: its current window
+      failed every attempt): its failed attempts are forgotten and the window is tried again.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +65,7 @@ class StartExportEvent(BaseModel):
     scheduled_time: AwareDatetime | None = None
     until: AwareDatetime | None = None
     window: Window | None = None
+    retry: bool = False
 
     @model_validator(mode="after")
     def _one_end(self) -> StartExportEvent:
@@ -88,6 +98,11 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
         if request.window.end > latest:
             raise InvalidDefinitionError([("window", f"ends after {latest.isoformat()} (now minus the lag)")])
     until = min(request.until or request.scheduled_time or now, latest).replace(second=0, microsecond=0)
+    if request.retry:
+        deps.store.forget_failed_attempts(definition.name)
+        logger.warning(
+            "operator retry: the definition's failed attempts are forgotten", definition=definition.name
+        )
     for _ in range(3):  # plan again if the watermark moves under us
         watermark = deps.store.watermark(definition.name)
         window = request.window or plan_window(definition, watermark, until)
@@ -198,29 +213,30 @@ def create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict[
         finally:
             client.close()
     except UpstreamUnavailableError as exc:
-        # Transient (rate limit, outage): keep the job and its lease; the next tick resumes it, but
-        # not before the upstream's wait (a daily limit's reset) is over.
-        reason = f"waiting to create the upstream export: {exc}"
-        retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
-        deps.store.defer(job.job_id, deps.clock() + timedelta(seconds=retry_after), reason)
-        logger.warning("upstream export not created yet; will resume", reason=reason, retry_after=retry_after)
-        _attach_workflow(deps, job, {JobStatus.REQUESTED})
-        return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
+        return _defer(deps, job, exc)
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"creating the upstream export failed: {exc}"
         )
         return {"job_id": job.job_id, "status": failed.status.value, "reason": failed.reason}
 
-    job = deps.store.transition(
-        job.job_id,
-        JobStatus.EXPORTING,
-        updates={
-            "upstream_id": upstream.upstream_id,
-            "upstream_ref": upstream_ref(job.source, upstream.upstream_id),
-            "upstream_state": upstream.raw_state,
-        },
-    )
+    try:
+        job = deps.store.transition(
+            job.job_id,
+            JobStatus.EXPORTING,
+            updates={
+                "upstream_id": upstream.upstream_id,
+                "upstream_ref": upstream_ref(job.source, upstream.upstream_id),
+                "upstream_state": upstream.raw_state,
+                "rate_limited": 0,
+            },
+        )
+    except TransitionError:
+        # The job ended while we were creating its export (its workflow gave up on it): nothing will
+        # copy the new export, so it must not hold up the upstream's queue.
+        abandon_upstream(deps, job.model_copy(update={"upstream_id": upstream.upstream_id}))
+        current = deps.store.get(job.job_id)
+        return {"job_id": job.job_id, "status": current.status.value, "reason": current.reason}
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
     execution_arn = _attach_workflow(deps, job, IN_WORKFLOW)
     return {
@@ -238,3 +254,29 @@ def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> s
     with contextlib.suppress(TransitionError):  # the workflow may already have moved the job on
         deps.store.update(job.job_id, statuses, {"execution_arn": execution_arn})
     return execution_arn
+
+
+def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any]:
+    """Refused for now (a rate limit, an outage): keep the job and its lease, and let it be resumed
+    — by its workflow, a tick or a re-delivery — not before the upstream's wait (a daily limit's
+    reset) or, for an outage, the poll backoff for this many refusals in a row is over. After
+    ``POLL_MAX_ATTEMPTS`` refusals in a row the job ends FAILED with the reason."""
+    settings = deps.settings
+    refusals = job.rate_limited + 1
+    if refusals > settings.poll_max_attempts:
+        failed = end_unsuccessfully(
+            deps,
+            job.job_id,
+            JobStatus.FAILED,
+            f"the upstream refused to create the export {refusals} times in a row; last: {exc}",
+        )
+        return {"job_id": job.job_id, "status": failed.status.value, "reason": failed.reason}
+    retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
+    wait = max(retry_after, backoff_seconds(refusals, settings))
+    reason = f"waiting to create the upstream export: {exc}"
+    deps.store.defer(
+        job.job_id, deps.clock() + timedelta(seconds=wait), {"reason": reason, "rate_limited": refusals}
+    )
+    logger.warning("upstream export not created yet; will resume", reason=reason, wait_seconds=wait)
+    _attach_workflow(deps, job, {JobStatus.REQUESTED})
+    return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
