@@ -1983,7 +1983,7 @@ class AdvocateSandbox(Sandbox):
             raise _ApiError(405, "Method Not Allowed", "METHOD_NOT_ALLOWED", headers={"Allow": shown})
 
     def _authenticate(self, request: Request) -> None:
-        credentials = _basic_credentials(request.headers.get("Authorization", ""))
+        credentials = request.basic_credentials()
         if credentials is None or not hmac.compare_digest(credentials[1].encode(), self.api_key.encode()):
             raise _ApiError(
                 401,
@@ -2082,8 +2082,7 @@ class AdvocateSandbox(Sandbox):
                 "X-Goog-Signature": self._url_signature(path, goog_date, expires),
             }
         )
-        storage_host = "127.0.0.1" if request.hostname == "localhost" else "localhost"
-        location = f"http://{storage_host}:{request.server_port}{path}?{query}"
+        location = f"{request.storage_origin}{path}?{query}"
         return Response(303, {"Location": location, "Content-Type": "text/plain; charset=utf-8"}, b"")
 
     def _url_signature(self, path: str, goog_date: str, expires: str) -> str:
@@ -2390,18 +2389,6 @@ def _post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> 
         return None, f"{type(exc).__name__}: {exc}"
     finally:
         connection.close()
-
-
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except ValueError:
-        return None
-    user, sep, secret = decoded.partition(":")
-    return (user, secret) if sep else None
 
 
 def _gcs_error(status: int, code: str, message: str, details: str | None = None) -> Response:

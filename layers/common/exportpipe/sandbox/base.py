@@ -10,6 +10,7 @@ Development only: never shipped to Lambda; standard library plus the ``exportpip
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import json
@@ -153,6 +154,26 @@ class Request:
     def json(self) -> Any:
         """The body parsed as JSON (raises ``ValueError`` when it is not JSON)."""
         return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def storage_origin(self) -> str:
+        """The origin of the sandbox's "storage host": this server under its *other* loopback name
+        (``localhost`` ↔ ``127.0.0.1``), so a client following a download redirect crosses hosts, as
+        it would to a vendor's object storage, and must not carry the API's credentials there."""
+        other = "127.0.0.1" if self.hostname == "localhost" else "localhost"
+        return f"http://{other}:{self.server_port}"
+
+    def basic_credentials(self) -> tuple[str, str] | None:
+        """``(user, password)`` of an HTTP Basic ``Authorization`` header, or None."""
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except ValueError:
+            return None
+        user, sep, secret = decoded.partition(":")
+        return (user, secret) if sep else None
 
 
 @dataclass

@@ -151,7 +151,6 @@ other job types and endpoints, real HTTPS, token rotation.
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import hmac
@@ -627,7 +626,7 @@ class ImpactClicksSandbox(Sandbox):
         return self._download(job, request, fmt)
 
     def _authenticate(self, request: Request) -> None:
-        credentials = _basic_credentials(request.headers.get("Authorization", ""))
+        credentials = request.basic_credentials()
         if credentials is None or not (
             hmac.compare_digest(credentials[0], self.account_sid)
             and hmac.compare_digest(credentials[1], self.auth_token)
@@ -943,8 +942,7 @@ class ImpactClicksSandbox(Sandbox):
                 "X-Amz-Signature": self._sign(path, amz_date, expires),
             }
         )
-        storage_host = "127.0.0.1" if request.hostname == "localhost" else "localhost"
-        location = f"http://{storage_host}:{request.server_port}{quote(path)}?{query}"
+        location = f"{request.storage_origin}{quote(path)}?{query}"
         return Response(302, {"Location": location, "Content-Type": "text/plain; charset=utf-8"}, b"")
 
     def _sign(self, path: str, amz_date: str, expires: str) -> str:
@@ -1321,18 +1319,6 @@ def _parse_day(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
-
-
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except ValueError:
-        return None
-    user, sep, secret = decoded.partition(":")
-    return (user, secret) if sep else None
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:

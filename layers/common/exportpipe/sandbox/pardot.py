@@ -690,7 +690,7 @@ class PardotSandbox(Sandbox):
         params = dict(request.query)
         if "application/x-www-form-urlencoded" in request.headers.get("Content-Type", "") and request.body:
             params.update(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        basic = _basic_credentials(request.headers.get("Authorization", ""))
+        basic = request.basic_credentials()
         if basic is not None:
             params.setdefault("client_id", basic[0])
             params.setdefault("client_secret", basic[1])
@@ -1034,9 +1034,8 @@ class PardotSandbox(Sandbox):
         """302 to a signed storage URL on another host name of this server."""
         expires = int(self.clock.now().timestamp() + self.signed_url_ttl)
         path = f"{STORAGE_PREFIX}{export.id}/{found.file_id}.csv"
-        storage_host = "127.0.0.1" if request.hostname == "localhost" else "localhost"
         query = urlencode({"expires": expires, "sig": self._sign(path, expires)})
-        location = f"http://{storage_host}:{request.server_port}{quote(path)}?{query}"
+        location = f"{request.storage_origin}{quote(path)}?{query}"
         return Response(302, {"Location": location, "Content-Type": "text/plain"}, b"")
 
     def _file_of(self, export: _Export, file_id: int | None) -> _File:
@@ -1391,18 +1390,6 @@ def _file_sizes(total: int, rows_per_file: int, file_count: int | None, rng: ran
 
 def _int_or_none(text: str) -> int | None:
     return int(text) if text.isdigit() else None
-
-
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except ValueError:
-        return None
-    user, sep, secret = decoded.partition(":")
-    return (user, secret) if sep else None
 
 
 def _oauth_error(error: str, description: str) -> Response:
