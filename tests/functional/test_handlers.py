@@ -278,6 +278,18 @@ def _downloads(sandbox: PardotSandbox, path: str) -> int:
     return sum(1 for e in sandbox.request_log if e.method == "GET" and e.path == path)
 
 
+def _ready_export(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx, name: str, files: int
+) -> tuple[dict[str, Any], list[str]]:
+    """A scheduled export of ``files`` files, polled until READY: its start answer and result paths."""
+    pardot.file_count = files
+    started = start_export(_schedule_event(name), context("StartExportFunction"))
+    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    urls = [urlsplit(u).path for u in _store(stack).get(started["job_id"]).result_urls]
+    assert len(urls) == files
+    return started, urls
+
+
 @pytest.fixture
 def no_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions that do not retry 5xx themselves, so each copy asks once per file."""
@@ -289,11 +301,7 @@ def test_an_interrupted_copy_resumes_with_the_missing_files_and_leaves_no_parts_
     stack: LocalStack, pardot: PardotSandbox, context: Ctx
 ) -> None:
     # GIVEN an export of three files whose third download keeps failing
-    pardot.file_count = 3
-    started = start_export(_schedule_event("fn-partial"), context("StartExportFunction"))
-    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
-    urls = [urlsplit(u).path for u in _store(stack).get(started["job_id"]).result_urls]
-    assert len(urls) == 3
+    started, urls = _ready_export(stack, pardot, context, "fn-partial", files=3)
     pardot.fail_requests(status=503, times=100, path_prefix=urls[2])
     # WHEN the copy runs THEN it lands the first two, and waits (growing) before copying again
     waits = []
@@ -320,10 +328,7 @@ def test_an_interrupted_copy_resumes_with_the_missing_files_and_leaves_no_parts_
 def test_an_interrupted_copy_that_recovers_delivers_every_file_once(
     stack: LocalStack, pardot: PardotSandbox, context: Ctx
 ) -> None:
-    pardot.file_count = 3
-    started = start_export(_schedule_event("fn-resumed"), context("StartExportFunction"))
-    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
-    urls = [urlsplit(u).path for u in _store(stack).get(started["job_id"]).result_urls]
+    started, urls = _ready_export(stack, pardot, context, "fn-resumed", files=3)
     pardot.fail_requests(status=502, times=1, path_prefix=urls[1])
     assert copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))["status"] == "COPYING"
     delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
@@ -492,9 +497,7 @@ def test_under_the_literal_creation_year_rule_an_old_backfill_window_fails_with_
 def test_a_token_that_expires_before_the_copy_is_renewed_for_the_downloads(
     stack: LocalStack, pardot: PardotSandbox, context: Ctx
 ) -> None:
-    pardot.file_count = 2
-    started = start_export(_schedule_event("fn-token-copy"), context("StartExportFunction"))
-    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    started, _ = _ready_export(stack, pardot, context, "fn-token-copy", files=2)
     logins = sum(1 for e in pardot.request_log if e.path == "/services/oauth2/token")
     pardot.expire_tokens()
     delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
@@ -538,9 +541,7 @@ def test_a_copy_the_rate_limit_keeps_refusing_fails_and_leaves_no_parts(
 ) -> None:
     import exportpipe.services.copy_result as copy_service
 
-    pardot.file_count = 2
-    started = start_export(_schedule_event("fn-copy-limited"), context("StartExportFunction"))
-    assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
+    started, _ = _ready_export(stack, pardot, context, "fn-copy-limited", files=2)
     monkeypatch.setenv("POLL_MAX_ATTEMPTS", "1")
     real = copy_service._copy_one
 

@@ -580,17 +580,6 @@ class PardotSandbox(Sandbox):
         )
         return [self._parsed_row(request, rec, zone) for rec in self._select(request, created)]
 
-    def expected_csv_rows_for_export(self, export_id: int) -> list[dict[str, str]]:
-        """What the files of a created export contain (or will contain), as parsed CSV rows, by id."""
-        with self._lock:
-            self._advance()
-            export = self._exports[export_id]
-        zone = ZoneInfo(export.timezone)
-        return [
-            self._parsed_row(export.request, rec, zone)
-            for rec in self._select(export.request, export.created_at)
-        ]
-
     def export_created_at(self, export_id: int) -> datetime:
         """When an export was created, on the sandbox clock (UTC; ``KeyError`` when unknown)."""
         with self._lock:

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ValidationError
 
 from exportpipe.config import Settings
 from exportpipe.definitions import parse_definition
-from exportpipe.errors import ExportPipeError, InvalidEventError, TransitionError, UpstreamRateLimitedError
+from exportpipe.errors import (
+    ExportPipeError,
+    InvalidEventError,
+    TransitionError,
+    UpstreamRateLimitedError,
+    UpstreamUnavailableError,
+)
 from exportpipe.jobs import IN_WORKFLOW, Job, JobStatus
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
@@ -47,17 +53,25 @@ def answer(job: Job, attempt: int, settings: Settings, wait: float = 0, **extra:
     }
 
 
-def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
-    """A rate-limit refusal while polling or copying: wait it out without counting the attempt.
-
-    The wait is the upstream's own (``retry_after``: the daily-limit wait, or the concurrency
-    backoff) or the poll backoff for this many refusals in a row, whichever is longer, so a limit
-    that does not clear is asked less and less often. After ``POLL_MAX_ATTEMPTS`` refusals in a row
-    the job ends FAILED with the reason instead of holding its definition forever.
-    """
-    settings = deps.settings
+def refusal_wait(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> tuple[int, float | None]:
+    """The policy for upstream refusals in a row (rate limits; outages on create): this refusal's
+    number, and how long to wait before calling again — the upstream's own ``retry_after`` or the
+    poll backoff for that many refusals, whichever is longer, so a refusal that does not clear is
+    asked less and less often. None once more than ``POLL_MAX_ATTEMPTS`` refusals came in a row:
+    the caller ends the job FAILED with the reason instead of holding its definition forever."""
     refusals = job.rate_limited + 1
-    if refusals > settings.poll_max_attempts:
+    if refusals > deps.settings.poll_max_attempts:
+        return refusals, None
+    retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
+    return refusals, max(retry_after, backoff_seconds(refusals, deps.settings))
+
+
+def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+    """A rate-limit refusal while polling or copying: wait it out (:func:`refusal_wait`) without
+    counting a poll attempt, or end the job FAILED once the refusals in a row are too many."""
+    settings = deps.settings
+    refusals, wait = refusal_wait(deps, job, exc)
+    if wait is None:
         job = end_unsuccessfully(
             deps,
             job.job_id,
@@ -65,7 +79,6 @@ def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLim
             f"the upstream rate limit refused {refusals} turns in a row; last: {exc}",
         )
         return answer(job, attempt, settings)
-    wait = max(exc.retry_after, backoff_seconds(refusals, settings))
     logger.warning(
         "upstream rate limit; waiting before calling again",
         error=str(exc),

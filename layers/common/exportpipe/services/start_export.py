@@ -22,7 +22,6 @@ from exportpipe.errors import (
     ExportPipeError,
     InvalidDefinitionError,
     TransitionError,
-    UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
 from exportpipe.jobs import (
@@ -38,10 +37,10 @@ from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
     abandon_upstream,
-    backoff_seconds,
     end_unsuccessfully,
     ensure_workflow,
     parse_event,
+    refusal_wait,
     start_workflow,
 )
 from exportpipe.store import upstream_ref
@@ -258,12 +257,10 @@ def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> s
 
 def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any]:
     """Refused for now (a rate limit, an outage): keep the job and its lease, and let it be resumed
-    — by its workflow, a tick or a re-delivery — not before the upstream's wait (a daily limit's
-    reset) or, for an outage, the poll backoff for this many refusals in a row is over. After
-    ``POLL_MAX_ATTEMPTS`` refusals in a row the job ends FAILED with the reason."""
-    settings = deps.settings
-    refusals = job.rate_limited + 1
-    if refusals > settings.poll_max_attempts:
+    — by its workflow, a tick or a re-delivery — not before the wait :func:`refusal_wait` gives is
+    over; too many refusals in a row end the job FAILED with the reason."""
+    refusals, wait = refusal_wait(deps, job, exc)
+    if wait is None:
         failed = end_unsuccessfully(
             deps,
             job.job_id,
@@ -271,8 +268,6 @@ def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any
             f"the upstream refused to create the export {refusals} times in a row; last: {exc}",
         )
         return {"job_id": job.job_id, "status": failed.status.value, "reason": failed.reason}
-    retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
-    wait = max(retry_after, backoff_seconds(refusals, settings))
     reason = f"waiting to create the upstream export: {exc}"
     deps.store.defer(
         job.job_id, deps.clock() + timedelta(seconds=wait), {"reason": reason, "rate_limited": refusals}
