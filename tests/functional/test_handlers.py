@@ -6,7 +6,7 @@ import io
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -455,14 +455,20 @@ def test_a_window_whose_export_failed_gets_another_attempt(pardot: PardotSandbox
 def test_an_export_given_up_on_is_canceled_upstream_so_it_does_not_hold_up_the_queue(
     stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN an export that stays Processing longer than the poll attempts last
-    monkeypatch.setenv("POLL_MAX_ATTEMPTS", "2")
+    # GIVEN an export that stays Processing longer than the poll timeout (shortened for the test)
+    monkeypatch.setenv("POLL_TIMEOUT_SECONDS", "60")
     pardot.processing_seconds = 600
     started = start_export(_schedule_event("fn-abandoned"), context("StartExportFunction"))
     answers = [
         check_status({"job_id": started["job_id"], "attempt": n}, context("CheckStatusFunction"))
-        for n in range(3)
+        for n in range(2)
     ]
+    _store(stack).update(  # a minute passes (the job was recorded a minute ago)
+        started["job_id"],
+        JobStatus.EXPORTING,
+        {"created_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()},
+    )
+    answers.append(check_status({"job_id": started["job_id"], "attempt": 2}, context("CheckStatusFunction")))
     # THEN the job fails with the reason, and the upstream export is canceled (Pardot runs an
     # account's exports one at a time: an abandoned one would hold up every later export)
     assert [a["status"] for a in answers] == ["EXPORTING", "EXPORTING", "FAILED"]

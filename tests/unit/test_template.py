@@ -79,7 +79,8 @@ def test_wait_loop_is_bounded(template: Template) -> None:
     assert states["WaitForExport"]["SecondsPath"] == "$.wait_seconds"
     route = states["Route"]["Choices"]
     to_wait = [c for c in route if c["Next"] == "WaitForExport"]
-    assert to_wait and "NumericLessThanPath" in json.dumps(to_wait), "the loop needs an attempt cap"
+    # the services end the wait by time; the Route keeps an attempt guard for other task versions
+    assert to_wait and "NumericLessThanPath" in json.dumps(to_wait), "the loop needs its guard"
     assert any(s["Type"] == "Fail" for s in states.values())
     for name in ("CheckStatus", "CopyResult"):
         assert states[name]["Catch"][0]["Next"] == "RecordFailure"
@@ -93,6 +94,27 @@ def test_wait_loop_is_bounded(template: Template) -> None:
         if not e.startswith(("Lambda.", "Sandbox."))
     }
     assert retried <= set(dir(errors))
+
+
+def test_the_workflow_outlives_the_longest_wait_so_its_failure_recorder_always_runs(
+    template: Template,
+) -> None:
+    # An execution's own timeout cannot be caught: the job would stay COPYING/EXPORTING with no reason.
+    # So the services end every wait by time first (check_status at POLL_TIMEOUT_SECONDS, the copy
+    # COPY_BUDGET later), and the execution's timeout leaves a day beyond the largest sum for the last
+    # copy's Lambda retries and the failure recorder.
+    from exportpipe.services.common import COPY_BUDGET
+
+    _, text = _state_machine(template)
+    longest_poll = template.parameters["PollTimeoutSeconds"]["MaxValue"]
+    assert (
+        Settings.model_fields["poll_timeout_seconds"].default
+        == template.parameters["PollTimeoutSeconds"]["Default"]
+    )
+    margin = 86400
+    assert json.loads(text)["TimeoutSeconds"] >= longest_poll + COPY_BUDGET.total_seconds() + margin
+    # and the default covers what the upstream keeps an export for (Pardot: 7 days)
+    assert template.parameters["PollTimeoutSeconds"]["Default"] >= 7 * 86400
 
 
 def test_every_setting_is_provided_by_the_template(template: Template) -> None:

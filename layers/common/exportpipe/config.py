@@ -35,6 +35,10 @@ class Settings(BaseModel):
     download_hosts: str = Field(default="*.pardot.com,*.salesforce.com", alias="DOWNLOAD_HOST_ALLOWLIST")
     poll_base_seconds: int = Field(default=30, ge=1, alias="POLL_BASE_SECONDS")
     poll_max_seconds: int = Field(default=900, ge=1, alias="POLL_MAX_SECONDS")
+    # How long a job waits for its upstream export (created, polled, re-created) before it ends FAILED,
+    # by elapsed time since the job was recorded: Pardot keeps an export's files 7 days.
+    poll_timeout_seconds: int = Field(default=604800, ge=60, le=604800, alias="POLL_TIMEOUT_SECONDS")
+    # Refusals in a row (rate limits, outages on create) before the job ends FAILED.
     poll_max_attempts: int = Field(default=60, ge=1, alias="POLL_MAX_ATTEMPTS")
     job_ttl_days: int = Field(default=400, ge=1, alias="JOB_TTL_DAYS")
     # How often a failed upstream export is created again, and how often an export whose files

@@ -99,5 +99,13 @@ class ExportCanceledError(ExportPipeError):
     """The upstream export was canceled (by someone upstream) before its files were copied."""
 
 
+class ManifestConflictError(ExportPipeError):
+    """The job's folder holds a manifest that is not this job's delivery (never overwritten)."""
+
+
+class CopySupersededError(ExportPipeError):
+    """Another copy attempt holds the job's copy now (or the job ended): this one must stop."""
+
+
 class EventPublishError(ExportPipeError):
     """EventBridge did not accept an event."""

@@ -114,6 +114,22 @@ class ResultFile(BaseModel):
     content_type: str
 
 
+class CommitIntent(BaseModel):
+    """The decision to deliver, recorded on the job before the manifest is written.
+
+    With the job's ``files`` it determines the manifest byte for byte, so whoever finds it (the copy
+    that took it, a retry, the workflow's failure recorder) writes the same manifest. Once it is on
+    the job, the only move left is to DELIVERED: no failure report can end the job any more.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    delivered_at: AwareDatetime
+    format: str
+    timezone: str | None = None
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -145,6 +161,11 @@ class Job(BaseModel):
     reexports: int = 0  # upstream exports created again after their files expired uncopied
     execution_arn: str | None = None
     workflow_restarts: int = 0  # executions started again after the job's workflow died
+    # The copy attempt that may record parts (a stale copy cannot), and until when its invocation
+    # can run: another copy takes over only after that (or once the job is READY again).
+    copy_owner: str | None = None
+    copy_owner_until: AwareDatetime | None = None
+    commit: CommitIntent | None = None
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)
     event_sent: bool = False

@@ -28,6 +28,8 @@ class Deps:
     publisher: EventPublisher
     client_for: Callable[[str], SourceClient]
     clock: Callable[[], datetime] = utcnow
+    # seconds left in this invocation (the Lambda context's), when known
+    remaining_seconds: Callable[[], float] | None = None
 
 
 def build_deps(
@@ -47,4 +49,5 @@ def build_deps(
         sfn=clients.sfn,
         publisher=EventPublisher(clients.events, settings.event_bus),
         client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
+        remaining_seconds=remaining_seconds,
     )

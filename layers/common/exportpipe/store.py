@@ -225,6 +225,48 @@ class JobStore:
             condition_statuses=allowed,
             append_history=entry,
             target=target,
+            # once a delivery is committed (claim_commit), the only way on is DELIVERED
+            uncommitted=target is not JobStatus.DELIVERED,
+        )
+
+    def take_copy(self, job_id: str, owner: str, until: datetime) -> Job:
+        """Make ``owner`` the job's copy attempt (READY or COPYING → COPYING), recorded in the history.
+
+        Refused (TransitionError) while another copy's invocation may still run (``copy_owner_until``
+        not passed) or once the delivery is committed: two copies never write the same folder at once.
+        """
+        now = self._now()
+        entry = Transition(status=JobStatus.COPYING, at=now).model_dump(mode="json", exclude_none=True)
+        return self._update(
+            job_id,
+            {
+                "status": JobStatus.COPYING.value,
+                "updated_at": now.isoformat(),
+                "copy_owner": owner,
+                "copy_owner_until": until.isoformat(),
+            },
+            condition_statuses=[JobStatus.READY, JobStatus.COPYING],
+            append_history=entry,
+            target=JobStatus.COPYING,
+            uncommitted=True,
+            extra=(
+                "(#s = :ready OR attribute_not_exists(copy_owner_until) OR copy_owner_until < :now"
+                " OR copy_owner = :owner)",
+                {":ready": JobStatus.READY.value, ":now": now.isoformat(), ":owner": owner},
+            ),
+        )
+
+    def claim_commit(self, job_id: str, owner: str, intent: Mapping[str, Any], files: list[Any]) -> Job:
+        """Decide the delivery: record the manifest's content on the job, if ``owner`` still holds the
+        copy and nothing has ended the job. From here on no failure can end it (see :meth:`transition`)."""
+        return self._update(
+            job_id,
+            {"updated_at": self._now().isoformat(), "commit": dict(intent), "files": files},
+            condition_statuses=[JobStatus.COPYING],
+            append_history=None,
+            target=JobStatus.DELIVERED,
+            where={"copy_owner": owner},
+            uncommitted=True,
         )
 
     def update(
@@ -329,9 +371,11 @@ class JobStore:
         append_history: dict[str, Any] | None,
         target: JobStatus,
         where: Mapping[str, Any] | None = None,
+        uncommitted: bool = False,
+        extra: tuple[str, Mapping[str, Any]] | None = None,
     ) -> Job:
         names: dict[str, str] = {"#s": "status"}
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(extra[1]) if extra else {}
         clauses: list[str] = []
         for i, (key, value) in enumerate(sets.items()):
             names[f"#a{i}"] = key
@@ -351,6 +395,11 @@ class JobStore:
             names[f"#w{i}"] = key
             values[f":w{i}"] = value
             equal += f" AND #w{i} = :w{i}"
+        if uncommitted:
+            names["#commit"] = "commit"
+            equal += " AND attribute_not_exists(#commit)"
+        if extra:
+            equal += f" AND {extra[0]}"
         try:
             resp = self._db.update_item(
                 TableName=self._table,
@@ -368,7 +417,10 @@ class JobStore:
             old = exc.response.get("Item")
             if not old:
                 raise JobNotFoundError(f"no job {job_id!r}") from exc
-            current = _from_item(old).get("status")
+            previous = _from_item(old)
+            current = previous.get("status")
+            if uncommitted and previous.get("commit"):
+                raise TransitionError(job_id, f"{current} (its delivery is committed)", target) from exc
             if where and current in {c.value for c in condition_statuses}:
                 raise TransitionError(job_id, f"{current} (no longer {dict(where)})", target) from exc
             raise TransitionError(job_id, str(current), target) from exc

@@ -89,6 +89,7 @@ LOCAL_PARAMETERS = {
     "PollBaseSeconds": "1",
     "PollMaxSeconds": "2",
     "PollMaxAttempts": "30",
+    "PollTimeoutSeconds": "300",
     "CopyPartSizeMiB": "5",
     "RateLimitWaitSeconds": "1",
     "UpstreamBackoffSeconds": "0.1",

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from exportpipe.definitions import parse_definition
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
-from exportpipe.jobs import Job, JobStatus
+from exportpipe.jobs import UNDELIVERED, Job, JobStatus
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -27,10 +27,11 @@ from exportpipe.services.common import (
     backoff_seconds,
     end_unsuccessfully,
     parse_event,
+    past_deadline,
     recreate_upstream,
     wait_out_rate_limit,
 )
-from exportpipe.services.delivery import finish_if_committed, remove_strays
+from exportpipe.services.delivery import discard, finish_if_committed
 from exportpipe.services.start_export import create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
 
@@ -65,13 +66,9 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
         return _create_when_due(deps, job, request.attempt)
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
-        return answer(job, request.attempt, settings)
-    if attempt > settings.poll_max_attempts:
-        job = end_unsuccessfully(
-            deps, job.job_id, JobStatus.FAILED, f"export not ready after {settings.poll_max_attempts} checks"
-        )
-        abandon_upstream(deps, job)
-        return answer(job, attempt, settings)
+        return answer(deps, job, request.attempt)
+    if past_deadline(deps, job):
+        return _give_up_waiting(deps, job, attempt)
 
     client = deps.client_for(job.source)
     try:
@@ -85,12 +82,12 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
             JobStatus.EXPORTING,
             {"poll_attempts": attempt, "upstream_state": f"unavailable: {exc}"},
         )
-        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
     except UpstreamError as exc:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"reading the upstream export failed: {exc}"
         )
-        return answer(job, attempt, settings)
+        return answer(deps, job, attempt)
     finally:
         client.close()
 
@@ -100,7 +97,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
             JobStatus.EXPORTING,
             {"poll_attempts": attempt, "upstream_state": upstream.raw_state, "rate_limited": 0},
         )
-        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
     if upstream.state is UpstreamState.READY:
         job = deps.store.transition(
             job.job_id,
@@ -114,13 +111,29 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
             },
         )
         logger.info("upstream export ready", files=len(upstream.result_urls))
-        return answer(job, attempt, settings)
+        return answer(deps, job, attempt)
     if upstream.state is UpstreamState.CANCELED:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.CANCELED, f"upstream export {upstream.upstream_id} was canceled"
         )
-        return answer(job, attempt, settings)
+        return answer(deps, job, attempt)
     return _start_over(deps, job, upstream, attempt)
+
+
+def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
+    """The job reached its deadline still waiting for its upstream export: it ends FAILED with the
+    reason, and the export nothing waits for any more is canceled upstream."""
+    hours = deps.settings.poll_timeout_seconds / 3600
+    state = "not created" if job.status is JobStatus.REQUESTED else f"not ready ({job.upstream_state})"
+    job = end_unsuccessfully(
+        deps,
+        job.job_id,
+        JobStatus.FAILED,
+        f"upstream export {state} after {hours:g} h, the poll timeout (POLL_TIMEOUT_SECONDS); "
+        f"{attempt - 1} checks",
+    )
+    abandon_upstream(deps, job)
+    return answer(deps, job, attempt)
 
 
 def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, Any]:
@@ -128,15 +141,17 @@ def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, An
     create it and go on polling; until then wait, without counting an attempt (the refusals are
     counted, and bounded, by :func:`create_upstream`)."""
     settings = deps.settings
+    if past_deadline(deps, job):
+        return _give_up_waiting(deps, job, request_attempt + 1)
     claimed = deps.store.claim_stale(job.job_id)
     if claimed is None:  # not due yet (or a schedule tick is creating it right now)
         due = (deps.store.claimable_at(job) - deps.clock()).total_seconds()
-        return answer(job, request_attempt, settings, min(max(math.ceil(due), 1), settings.poll_max_seconds))
+        return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), settings.poll_max_seconds))
     result = create_upstream(deps, claimed, parse_definition(claimed.definition))
     job = deps.store.get(job.job_id)
     if result["status"] == JobStatus.REQUESTED.value:
         return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
-    return answer(job, 0, settings, settings.poll_base_seconds)
+    return answer(deps, job, 0, settings.poll_base_seconds)
 
 
 def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
@@ -153,9 +168,9 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
     except UpstreamRateLimitedError as exc:
         return wait_out_rate_limit(deps, job, attempt - 1, exc)
     except UpstreamUnavailableError:
-        return answer(job, attempt, settings, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
     if again is not None:
-        return answer(again, 0, settings, settings.poll_base_seconds)
+        return answer(deps, again, 0, settings.poll_base_seconds)
     tries = (job.reexports if expired else job.recreates) + 1
     job = end_unsuccessfully(
         deps,
@@ -163,7 +178,7 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
         JobStatus.EXPIRED if expired else JobStatus.FAILED,
         f"{why}; gave up after {tries} upstream export(s)",
     )
-    return answer(job, attempt, settings)
+    return answer(deps, job, attempt)
 
 
 def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> dict[str, Any]:
@@ -172,9 +187,7 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
     job = deps.store.get(job_id)
     finished = finish_if_committed(deps, job)
     if finished is not None:
-        return answer(finished, attempt, deps.settings)
-    if job.status is JobStatus.COPYING:
-        remove_strays(deps, job, keep=set())  # parts of a copy that will never be delivered
+        return answer(deps, finished, attempt)
     waiting_upstream = job.status is JobStatus.EXPORTING  # e.g. the poll attempts ran out
     message = error.cause
     error_type = error.error
@@ -188,7 +201,14 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
     status = {"ExportExpiredError": JobStatus.EXPIRED, "ExportCanceledError": JobStatus.CANCELED}.get(
         error_type, JobStatus.FAILED
     )
+    # The terminal status is recorded first, conditionally: a delivery committed meanwhile cannot
+    # be ended, and is finished instead; only a job that did end undelivered has its folder emptied.
     job = end_unsuccessfully(deps, job_id, status, f"{error_type}: {message}"[:1000])
+    if not job.status.terminal:
+        finished = finish_if_committed(deps, job)
+        return answer(deps, finished or job, attempt)
+    if job.status in UNDELIVERED:
+        discard(deps, job)
     if waiting_upstream and job.status is status:  # it did end here, not (say) delivered meanwhile
         abandon_upstream(deps, job)
-    return answer(job, attempt, deps.settings)
+    return answer(deps, job, attempt)

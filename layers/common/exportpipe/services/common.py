@@ -4,6 +4,8 @@ export, and parsing task inputs."""
 from __future__ import annotations
 
 import json
+import math
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -24,6 +26,11 @@ from exportpipe.store import STALE_CLAIM, upstream_ref
 
 M = TypeVar("M", bound=BaseModel)
 
+# How long the copy of a READY export may take, waits for rate limits and interruptions included,
+# beyond the poll timeout. statemachine/export_poll.asl.json's TimeoutSeconds exceeds the largest
+# POLL_TIMEOUT_SECONDS plus this, with a day to spare for the last copy and the failure recorder.
+COPY_BUDGET = timedelta(days=1)
+
 
 def parse_event(model: type[M], event: Any) -> M:
     try:
@@ -41,13 +48,35 @@ def backoff_seconds(attempt: int, settings: Settings) -> int:
     return int(min(settings.poll_base_seconds * 2 ** max(attempt - 1, 0), settings.poll_max_seconds))
 
 
-def answer(job: Job, attempt: int, settings: Settings, wait: float = 0, **extra: Any) -> dict[str, Any]:
-    """What every workflow task returns: the state machine's Route reads these fields."""
+def deadline_of(job: Job, settings: Settings) -> datetime:
+    """When the job stops waiting: ``POLL_TIMEOUT_SECONDS`` after it was recorded for everything up
+    to READY (creating, polling, re-creating the upstream export, rate limits), and
+    :data:`COPY_BUDGET` more for the copy. The state machine's own ``TimeoutSeconds`` is above the
+    largest sum (``tests/unit/test_template.py``), so the job's failure is always recorded by us, never
+    cut short by the execution's timeout."""
+    end = job.created_at + timedelta(seconds=settings.poll_timeout_seconds)
+    return end + COPY_BUDGET if job.status is JobStatus.COPYING else end
+
+
+def past_deadline(deps: Deps, job: Job) -> bool:
+    return deps.clock() >= deadline_of(job, deps.settings)
+
+
+def answer(deps: Deps, job: Job, attempt: int, wait: float = 0, **extra: Any) -> dict[str, Any]:
+    """What every workflow task returns: the state machine's Route reads these fields.
+
+    A wait never reaches past the job's deadline (:func:`deadline_of`): the task that runs then ends
+    the job with the reason. ``max_attempts`` is one more than ``attempt``, so the Route's attempt
+    guard (kept for executions started on an earlier definition) never ends a wait by count.
+    """
+    if wait > 0:
+        left = (deadline_of(job, deps.settings) - deps.clock()).total_seconds()
+        wait = max(1, min(wait, math.ceil(left)))
     return {
         "job_id": job.job_id,
         "status": job.status.value,
         "attempt": attempt,
-        "max_attempts": settings.poll_max_attempts,
+        "max_attempts": attempt + 1,
         "wait_seconds": int(wait),
         **extra,
     }
@@ -69,7 +98,6 @@ def refusal_wait(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> tuple[i
 def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
     """A rate-limit refusal while polling or copying: wait it out (:func:`refusal_wait`) without
     counting a poll attempt, or end the job FAILED once the refusals in a row are too many."""
-    settings = deps.settings
     refusals, wait = refusal_wait(deps, job, exc)
     if wait is None:
         job = end_unsuccessfully(
@@ -78,7 +106,7 @@ def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLim
             JobStatus.FAILED,
             f"the upstream rate limit refused {refusals} turns in a row; last: {exc}",
         )
-        return answer(job, attempt, settings)
+        return answer(deps, job, attempt)
     logger.warning(
         "upstream rate limit; waiting before calling again",
         error=str(exc),
@@ -88,7 +116,7 @@ def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLim
     job = deps.store.update(
         job.job_id, job.status, {"rate_limited": refusals, "upstream_state": f"rate limited: {exc}"}
     )
-    return answer(job, attempt, settings, wait)
+    return answer(deps, job, attempt, wait)
 
 
 def end_unsuccessfully(deps: Deps, job_id: str, status: JobStatus, reason: str) -> Job:

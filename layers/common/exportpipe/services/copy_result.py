@@ -11,6 +11,10 @@ written only finishes what follows the delivery.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exportpipe.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.definitions import parse_definition
 from exportpipe.errors import (
+    CopySupersededError,
     DownloadIncompleteError,
     ExportCanceledError,
     ExportExpiredError,
@@ -26,24 +31,35 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.jobs import Job, JobStatus, ResultFile
-from exportpipe.layout import Manifest, part_key
+from exportpipe.jobs import UNDELIVERED, Job, JobStatus, ResultFile
+from exportpipe.layout import part_key
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
+    COPY_BUDGET,
     answer,
     backoff_seconds,
+    end_unsuccessfully,
     parse_event,
+    past_deadline,
     recreate_upstream,
     wait_out_rate_limit,
 )
-from exportpipe.services.delivery import commit, finish_if_committed, folder_of, remove_strays
+from exportpipe.services.delivery import (
+    abort_uploads,
+    commit,
+    discard,
+    finish_if_committed,
+    folder_of,
+)
 from exportpipe.sources.base import SourceClient, UpstreamState
 
 # A broken download or an upstream outage during the copy is tried again this many times in a row
 # (a file landed resets the count), after the poll loop's growing backoff, before the job fails; each
 # try copies only the files still missing.
 MAX_COPY_RETRIES = 4
+# How long a copy holds the job when the invocation's own deadline is unknown (copy_result's timeout).
+DEFAULT_COPY_SECONDS = 900
 
 
 class CopyResultEvent(BaseModel):
@@ -54,16 +70,41 @@ class CopyResultEvent(BaseModel):
 
 def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CopyResultEvent, event)
-    settings = deps.settings
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
-    done = finish_if_committed(deps, job)  # a retry after the manifest was written
+    done = finish_if_committed(deps, job)  # a retry after the delivery was decided
     if done is not None:
         return _delivered(deps, done)
     if job.status not in (JobStatus.READY, JobStatus.COPYING):
         raise TransitionError(job.job_id, job.status.value, JobStatus.COPYING)
-    job = deps.store.transition(job.job_id, JobStatus.COPYING)
+    owner = uuid.uuid4().hex
+    try:
+        job = deps.store.take_copy(job.job_id, owner, _invocation_end(deps))
+    except TransitionError:
+        return _busy(deps, deps.store.get(job.job_id))
+    logger.append_keys(copy_owner=owner)
+    if past_deadline(deps, job):
+        failed = end_unsuccessfully(
+            deps,
+            job.job_id,
+            JobStatus.FAILED,
+            f"copy not finished {COPY_BUDGET.total_seconds() / 3600:g} h after the poll timeout "
+            "(POLL_TIMEOUT_SECONDS)",
+        )
+        if failed.status in UNDELIVERED:
+            discard(deps, failed)
+        return answer(deps, failed, 0)
+    try:
+        return _copy(deps, job, owner)
+    finally:
+        _release(deps, job, owner)
 
+
+def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
+    """Land every file still missing, then commit the delivery; any other outcome is an answer
+    the workflow waits on (or an error its failure recorder takes)."""
+    settings = deps.settings
+    abort_uploads(deps, job)  # a copy that died mid-file (or timed out) left its upload open
     definition = parse_definition(job.definition)
     folder = folder_of(deps, job)
     tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
@@ -75,19 +116,11 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
             key = part_key(folder, n, client.file_extension)
             if key not in landed:
                 landed[key] = _copy_one(deps, client, job, url, key, tuning)
-                # Only while the job still waits for this upstream export: a copy that outlived its
-                # workflow must not record parts over a re-export's.
-                job = deps.store.update(
-                    job.job_id,
-                    JobStatus.COPYING,
-                    {
-                        "files": [f.model_dump(mode="json") for f in [*files, landed[key]]],
-                        "rate_limited": 0,
-                        "copy_retries": 0,
-                    },
-                    where={"upstream_id": job.upstream_id},
-                )
+                job = _record_part(deps, job, owner, [*files, landed[key]], key)
             files.append(landed[key])
+    except CopySupersededError as exc:
+        logger.warning("this copy was superseded; it stops without touching the folder", reason=str(exc))
+        return _busy(deps, deps.store.get(job.job_id))
     except UpstreamRateLimitedError as exc:
         return _rate_limited(deps, job, exc)
     except (UpstreamUnavailableError, DownloadIncompleteError) as exc:
@@ -101,25 +134,81 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
             return _interrupted(deps, job, unavailable, landed=len(files))
         if again is None:
             raise
-        return answer(again, 0, settings, settings.poll_base_seconds)
+        return answer(deps, again, 0, settings.poll_base_seconds)
     finally:
         client.close()
 
-    manifest = Manifest.build(
-        job,
-        files,
-        fmt=client.file_extension,
-        timezone=client.files_timezone(definition),
-        delivered_at=deps.clock(),
-    )
-    return _delivered(deps, commit(deps, job, manifest))
+    try:
+        delivered = commit(
+            deps,
+            job,
+            owner,
+            files,
+            fmt=client.file_extension,
+            timezone=client.files_timezone(definition),
+        )
+    except TransitionError:
+        # superseded, or ended (the failure recorder, a re-export) before the delivery was decided
+        current = deps.store.get(job.job_id)
+        finished = finish_if_committed(deps, current)
+        return _delivered(deps, finished) if finished is not None else _busy(deps, current)
+    return _delivered(deps, delivered)
+
+
+def _invocation_end(deps: Deps) -> datetime:
+    """Until when this invocation may run: no other copy takes the job over before."""
+    left = deps.remaining_seconds() if deps.remaining_seconds is not None else DEFAULT_COPY_SECONDS
+    return deps.clock() + timedelta(seconds=left)
+
+
+def _release(deps: Deps, job: Job, owner: str) -> None:
+    """This invocation is done with the job: the next copy need not wait for its deadline."""
+    with contextlib.suppress(TransitionError):
+        deps.store.update(
+            job.job_id,
+            JobStatus.COPYING,
+            {"copy_owner_until": deps.clock().isoformat()},
+            where={"copy_owner": owner},
+        )
+
+
+def _record_part(deps: Deps, job: Job, owner: str, files: list[ResultFile], key: str) -> Job:
+    """Record the parts landed so far, while this copy still holds the job for this upstream export.
+
+    A copy that lost the job (taken over after its invocation's end, or the job ended) records
+    nothing; if the job ended undelivered, the part it just wrote is removed (nobody else writes
+    an ended job's folder), otherwise the copy that holds the job overwrites or removes it.
+    """
+    try:
+        return deps.store.update(
+            job.job_id,
+            JobStatus.COPYING,
+            {"files": [f.model_dump(mode="json") for f in files], "rate_limited": 0, "copy_retries": 0},
+            where={"upstream_id": job.upstream_id, "copy_owner": owner},
+        )
+    except TransitionError as exc:
+        current = deps.store.get(job.job_id)
+        if current.status in UNDELIVERED:
+            deps.s3.delete_object(Bucket=deps.settings.results_bucket, Key=key)
+        raise CopySupersededError(f"job {job.job_id} is no longer this copy's: {exc}") from exc
+
+
+def _busy(deps: Deps, job: Job) -> dict[str, Any]:
+    """Another copy holds the job (or it moved on): come back when that copy's invocation is over."""
+    if job.status is not JobStatus.COPYING:
+        return answer(deps, job, 0)
+    until = job.copy_owner_until or deps.clock()
+    wait = max(1, math.ceil((until - deps.clock()).total_seconds()) + 1)
+    logger.info("another copy of this job is running; waiting for it", wait_seconds=wait)
+    return answer(deps, job, 0, wait)
 
 
 def _rate_limited(deps: Deps, job: Job, exc: UpstreamRateLimitedError) -> dict[str, Any]:
     """Wait the limit out; if it has refused too often in a row, the job failed: empty its folder."""
     result = wait_out_rate_limit(deps, job, 0, exc)
-    if result["status"] != JobStatus.COPYING.value:
-        remove_strays(deps, job, keep=set())
+    ended = deps.store.get(job.job_id)
+    if ended.status in UNDELIVERED:
+        discard(deps, ended)
     return result
 
 
@@ -141,7 +230,7 @@ def _interrupted(
         wait_seconds=wait,
     )
     job = deps.store.update(job.job_id, JobStatus.COPYING, {"copy_retries": retries})
-    return answer(job, 0, deps.settings, wait)
+    return answer(deps, job, 0, wait)
 
 
 def _copy_one(
@@ -177,4 +266,4 @@ def _copy_one(
 
 
 def _delivered(deps: Deps, job: Job) -> dict[str, Any]:
-    return answer(job, 0, deps.settings, manifest_key=job.manifest_key, files=len(job.files))
+    return answer(deps, job, 0, manifest_key=job.manifest_key, files=len(job.files))

@@ -8,16 +8,23 @@ half-copied is visible: stray parts are removed, and the folder of an export tha
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from exportpipe.errors import TransitionError
-from exportpipe.jobs import Job, JobStatus
+from botocore.exceptions import ClientError
+
+from exportpipe.errors import ManifestConflictError, TransitionError
+from exportpipe.jobs import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
 from exportpipe.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.start_export import start_export
+
+# S3's answers to a conditional write that lost: 412, and 409 while another conditional write of
+# the same key is in progress.
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 def folder_of(deps: Deps, job: Job) -> str:
@@ -39,61 +46,153 @@ def read_manifest(deps: Deps, job: Job) -> Manifest | None:
     return manifest
 
 
-def remove_strays(deps: Deps, job: Job, keep: set[str]) -> int:
-    """Delete objects in the job's folder that are not in ``keep`` (parts of an earlier try)."""
+def _objects(deps: Deps, job: Job) -> list[str]:
+    keys: list[str] = []
+    for page in deps.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=deps.settings.results_bucket, Prefix=folder_of(deps, job) + "/"
+    ):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def abort_uploads(deps: Deps, job: Job) -> int:
+    """Abort every multipart upload still open in the job's folder (a copy that died or was taken
+    over mid-file): its parts are never visible, but they are billed and would outlive the job."""
     s3 = deps.s3
     bucket = deps.settings.results_bucket
-    stray: list[dict[str, str]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(
+    aborted = 0
+    for page in s3.get_paginator("list_multipart_uploads").paginate(
         Bucket=bucket, Prefix=folder_of(deps, job) + "/"
     ):
-        stray += [{"Key": o["Key"]} for o in page.get("Contents", []) if o["Key"] not in keep]
+        for upload in page.get("Uploads", []):
+            with contextlib.suppress(s3.exceptions.NoSuchUpload):
+                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+    if aborted:
+        logger.info("aborted multipart uploads of another copy", count=aborted)
+    return aborted
+
+
+def remove_strays(deps: Deps, job: Job, keep: set[str]) -> int:
+    """Delete objects in the job's folder that are not in ``keep`` (parts of an earlier try)."""
+    stray = [{"Key": k} for k in _objects(deps, job) if k not in keep]
     for i in range(0, len(stray), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": stray[i : i + 1000], "Quiet": True})
+        deps.s3.delete_objects(
+            Bucket=deps.settings.results_bucket, Delete={"Objects": stray[i : i + 1000], "Quiet": True}
+        )
     if stray:
         logger.info("removed objects no manifest lists", count=len(stray))
     return len(stray)
 
 
-def commit(deps: Deps, job: Job, manifest: Manifest, *, written: bool = False) -> Job:
-    """Write the manifest (unless ``written``) and mark the job DELIVERED; then :func:`after_delivery`."""
+def discard(deps: Deps, job: Job) -> None:
+    """Empty the folder of a job that ended undelivered: open uploads first, then every object.
+
+    Only for a job whose terminal status is already recorded (conditionally, so a committed
+    delivery can no longer be ended): whatever runs after this can no longer deliver it.
+    """
+    if job.status not in UNDELIVERED:
+        raise TransitionError(job.job_id, job.status.value, JobStatus.FAILED)
+    abort_uploads(deps, job)
+    remove_strays(deps, job, keep=set())
+
+
+def manifest_of(job: Job) -> Manifest:
+    """The manifest a committed job delivers, rebuilt from the intent recorded on it."""
+    if job.commit is None:
+        raise TransitionError(job.job_id, job.status.value, JobStatus.DELIVERED)
+    return Manifest.build(
+        job,
+        list(job.files),
+        fmt=job.commit.format,
+        timezone=job.commit.timezone,
+        delivered_at=job.commit.delivered_at,
+    )
+
+
+def _put_manifest(deps: Deps, job: Job, manifest: Manifest) -> None:
+    """Write the manifest unless one is there: a copy never overwrites another's (If-None-Match).
+    One already written for this job and upstream export is the same delivery: fine."""
+    try:
+        deps.s3.put_object(
+            Bucket=deps.settings.results_bucket,
+            Key=manifest_key(folder_of(deps, job)),
+            Body=manifest.model_dump_json(indent=2).encode(),
+            ContentType="application/json",
+            ChecksumAlgorithm="SHA256",
+            IfNoneMatch="*",
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in _CONDITION_FAILED:
+            raise
+        if read_manifest(deps, job) is None:
+            raise ManifestConflictError(
+                f"job {job.job_id}: a manifest for another upstream export is in its folder"
+            ) from exc
+        logger.info("manifest already written by another copy of this job")
+
+
+def commit(
+    deps: Deps, job: Job, owner: str, files: list[ResultFile], *, fmt: str, timezone: str | None
+) -> Job:
+    """Deliver: decide it on the job (only while ``owner`` holds the copy and nothing ended the job),
+    then write the manifest and mark the job DELIVERED (:func:`finish_commit`)."""
+    intent = CommitIntent(owner=owner, delivered_at=deps.clock(), format=fmt, timezone=timezone)
+    job = deps.store.claim_commit(
+        job.job_id,
+        owner,
+        intent.model_dump(mode="json"),
+        [f.model_dump(mode="json") for f in files],
+    )
+    return finish_commit(deps, job)
+
+
+def finish_commit(deps: Deps, job: Job) -> Job:
+    """Write the committed job's manifest (the same bytes whoever writes it) after removing what it
+    does not list, then DELIVERED; then :func:`after_delivery`. Idempotent: any retry may run it."""
+    manifest = manifest_of(job)
     key = manifest_key(folder_of(deps, job))
     if job.status is not JobStatus.DELIVERED:
-        if not written:
-            remove_strays(deps, job, keep={f.key for f in manifest.files} | {key})
-            deps.s3.put_object(
-                Bucket=deps.settings.results_bucket,
-                Key=key,
-                Body=manifest.model_dump_json(indent=2).encode(),
-                ContentType="application/json",
-                ChecksumAlgorithm="SHA256",
-            )
-        try:
-            job = deps.store.transition(
-                job.job_id,
-                JobStatus.DELIVERED,
-                updates={"manifest_key": key, "files": [f.model_dump(mode="json") for f in manifest.files]},
-            )
-        except TransitionError:
-            job = deps.store.get(job.job_id)
-            if job.status is not JobStatus.DELIVERED:
-                raise
-        metrics.add_metric(name="ExportsDelivered", unit="Count", value=1)
-        metrics.add_metric(name="BytesDelivered", unit="Bytes", value=manifest.totals.bytes)
-        logger.info(
-            "export delivered", manifest_key=key, files=len(manifest.files), bytes=manifest.totals.bytes
-        )
+        abort_uploads(deps, job)
+        remove_strays(deps, job, keep={f.key for f in manifest.files} | {key})
+        _put_manifest(deps, job, manifest)
+        job = _mark_delivered(deps, job, key, manifest)
     return after_delivery(deps, job, manifest)
 
 
+def _mark_delivered(deps: Deps, job: Job, key: str, manifest: Manifest) -> Job:
+    try:
+        job = deps.store.transition(
+            job.job_id,
+            JobStatus.DELIVERED,
+            updates={"manifest_key": key, "files": [f.model_dump(mode="json") for f in manifest.files]},
+        )
+    except TransitionError:
+        job = deps.store.get(job.job_id)
+        if job.status is not JobStatus.DELIVERED:
+            raise
+        return job
+    metrics.add_metric(name="ExportsDelivered", unit="Count", value=1)
+    metrics.add_metric(name="BytesDelivered", unit="Bytes", value=manifest.totals.bytes)
+    logger.info("export delivered", manifest_key=key, files=len(manifest.files), bytes=manifest.totals.bytes)
+    return job
+
+
 def finish_if_committed(deps: Deps, job: Job) -> Job | None:
-    """For a job that was COPYING: if its manifest is in S3, the delivery happened; finish it."""
+    """If the job's delivery was decided (or, for a job recorded before commits were, its manifest
+    is in S3), finish it; None when there is nothing to finish."""
     if job.status is JobStatus.DELIVERED:
         return after_delivery(deps, job)
     if job.status is not JobStatus.COPYING:
         return None
-    manifest = read_manifest(deps, job)
-    return commit(deps, job, manifest, written=True) if manifest is not None else None
+    if job.commit is not None:
+        return finish_commit(deps, job)
+    manifest = read_manifest(deps, job)  # written by a copy that predates the commit intent
+    if manifest is None:
+        return None
+    return after_delivery(
+        deps, _mark_delivered(deps, job, manifest_key(folder_of(deps, job)), manifest), manifest
+    )
 
 
 def after_delivery(deps: Deps, job: Job, manifest: Manifest | None = None) -> Job:
@@ -143,8 +242,11 @@ def _continue(deps: Deps, job: Job) -> dict[str, Any] | None:
 
 __all__ = [
     "MANIFEST_NAME",
+    "abort_uploads",
     "after_delivery",
     "commit",
+    "discard",
+    "finish_commit",
     "finish_if_committed",
     "read_manifest",
     "remove_strays",
