@@ -4,7 +4,7 @@ Answers: 202 for a completion taken (or for an export that is not ours), 200 for
 404 for a source without a receiver; 400 for a request that cannot be read (bad base64, not UTF-8,
 not JSON, nested too deep, not the source's event); 413 for a body over ``MAX_BODY_BYTES``; 401 for
 a signature missing or invalid; 503 with ``Retry-After`` for anything that fails on our side (the job
-store unavailable, a bug), so that the sender delivers the event again. Never 500 or 502.
+store unavailable or slow, a bug), so that the sender delivers the event again. Never 500 or 502.
 """
 
 from typing import Any
@@ -13,13 +13,21 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
+from exportpipe.aws import aws_clients
 from exportpipe.observability import logger, metrics, tracer
 from exportpipe.runtime import build_deps
 from exportpipe.services.receive_webhook import receive_completion
 from exportpipe.webhooks import RECEIVERS, MalformedWebhookError, WebhookTooLargeError, request_body
 
 RETRY_AFTER_SECONDS = 60
+# The sender waits for the answer: a job store that hangs must end in our 503 well inside the
+# function's 15 s timeout, not in a Lambda timeout (API Gateway's 502). Each call: at most 2
+# attempts of 1 s to connect and 2 s to read, plus one backoff of at most 1 s.
+STORE_CONFIG = Config(
+    connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}
+)
 
 app = APIGatewayRestResolver()
 
@@ -37,7 +45,7 @@ def receive(source: str) -> Response[Any]:
         return _json(404, {"message": f"no webhook receiver for source {source!r}"})
     event = app.current_event
     body = request_body(event.body, base64_encoded=bool(event.is_base64_encoded))
-    deps = build_deps()
+    deps = build_deps(clients=aws_clients(config=STORE_CONFIG))
     completion = factory(deps).verify(event.headers, body)
     if completion is None:
         return _json(401, {"message": "signature missing or invalid"})

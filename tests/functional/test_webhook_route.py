@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from exportpipe.aws import reset_aws_clients
+from exportpipe.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
 from exportpipe.definitions import Window
 from exportpipe.jobs import Job, JobStatus
 from exportpipe.local import LocalStack
@@ -40,6 +40,7 @@ from exportpipe.webhooks import (
     MalformedWebhookError,
     parse_json_body,
 )
+from functions.webhook.app import STORE_CONFIG
 from functions.webhook.app import lambda_handler as webhook
 from tests.conftest import load_event
 
@@ -291,7 +292,9 @@ def dynamodb_unavailable(how: str) -> Iterator[None]:
             reset_aws_clients()
 
 
-@pytest.mark.parametrize(("how", "error"), [("refuses", EndpointConnectionError)])
+@pytest.mark.parametrize(
+    ("how", "error"), [("refuses", EndpointConnectionError), ("hangs", ReadTimeoutError)]
+)
 def test_a_store_that_is_unreachable_answers_503_inside_the_function_timeout(
     stack: LocalStack, how: str, error: type[Exception], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -317,6 +320,19 @@ def test_a_receiver_that_fails_answers_503(stack: LocalStack, monkeypatch: pytes
     monkeypatch.setitem(RECEIVERS, "advocate", Broken)
     resp = post(stack, completion_body("adv-broken"))
     assert (resp.status_code, resp.headers["Retry-After"]) == (503, "60")
+
+
+def test_the_webhook_clients_keep_the_shared_config_with_tighter_timeouts(stack: LocalStack) -> None:
+    tight = aws_clients(config=STORE_CONFIG)
+    assert tight is aws_clients(config=STORE_CONFIG) and tight is not aws_clients()
+    config = tight.dynamodb.meta.config
+    assert (config.connect_timeout, config.read_timeout, config.retries) == (
+        1,
+        2,
+        {"total_max_attempts": 2, "mode": "standard"},
+    )
+    assert config.max_pool_connections == BOTO_CONFIG.max_pool_connections
+    assert aws_clients().dynamodb.meta.config.read_timeout == BOTO_CONFIG.read_timeout
 
 
 # ---- the shared JSON reader -------------------------------------------------------------------
