@@ -84,7 +84,7 @@ def _too_large() -> NoReturn:
 def request_body(body: str | None, *, base64_encoded: bool) -> bytes:
     """The bytes of an API Gateway proxy event's body (``body``, ``isBase64Encoded``).
 
-    A body flagged base64 must be canonical base64 (RFC 4648 alphabet and padding, nothing else);
+    A body flagged base64 must be strict base64 (the RFC 4648 alphabet with its padding, nothing else);
     a text body is encoded back to the UTF-8 API Gateway received.
     """
     if not body:
