@@ -34,19 +34,22 @@ _lock = threading.Lock()
 _cache: dict[tuple[Any, ...], AwsClients] = {}
 
 
-def aws_clients(**client_kwargs: Any) -> AwsClients:
+def aws_clients(*, config: Config | None = None, **client_kwargs: Any) -> AwsClients:
     """Clients for the current region/endpoint (boto3's own resolution: env, config files, IMDS).
 
-    ``client_kwargs`` (``endpoint_url``, ``region_name``, credentials) are passed to every client;
-    the result is cached per distinct set of arguments.
+    ``config`` is merged over :data:`BOTO_CONFIG` (e.g. tighter timeouts for a function whose caller
+    waits); ``client_kwargs`` (``endpoint_url``, ``region_name``, credentials) are passed to every
+    client. The result is cached per distinct set of arguments (a ``config`` by identity: pass a
+    module-level constant).
     """
-    key = tuple(sorted(client_kwargs.items()))
+    key = (config, *sorted(client_kwargs.items()))
+    merged = BOTO_CONFIG if config is None else BOTO_CONFIG.merge(config)
     with _lock:
         found = _cache.get(key)
         if found is None:
             session = boto3.session.Session()
             made: dict[str, Any] = {
-                name: session.client(service, config=BOTO_CONFIG, **client_kwargs)
+                name: session.client(service, config=merged, **client_kwargs)
                 for name, service in (
                     ("s3", "s3"),
                     ("dynamodb", "dynamodb"),
