@@ -4,14 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# checkov pins its own boto3 (and much else): it gets an environment of its own, pinned here.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := .venv-checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+CHECKOV_REPORT  := $(CHECKOV_VENV)/report.txt
+# bandit scans what ships to Lambda: the layer's package without its development-only parts, and the handlers
+BANDIT_EXCLUDE := layers/common/exportpipe/local,layers/common/exportpipe/sandbox,layers/common/exportpipe/cli.py,layers/common/exportpipe/demo.py
 
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo     - run the whole pipeline locally (moto + real state machine + sandboxes), show the result"
-	@echo "make test     - lint, type-check, cfn-lint, and every test (unit, functional, end-to-end)"
+	@echo "make test     - lint, type-check, cfn-lint, checkov, bandit, and every test (unit, functional, end-to-end)"
 	@echo "make bench    - copier benchmark (memory vs file size, cost over plain upload) -> bench-output/"
-	@echo "make lint | typecheck | cfn-lint | pytest | format | build | clean"
+	@echo "make security - checkov on template.yaml (own venv: $(CHECKOV_VENV)) and bandit on the runtime code"
+	@echo "make lint | typecheck | cfn-lint | checkov | bandit | pytest | format | build | clean"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +27,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -34,10 +47,23 @@ typecheck: setup
 cfn-lint: setup
 	$(BIN)/cfn-lint template.yaml
 
+# Fails on any finding not suppressed in the template (Metadata: checkov: skip, each with its reason).
+# checkov exits 0 on a template it cannot parse, so its "Parsing errors" count fails the target too.
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet \
+		--skip-download > $(CHECKOV_REPORT) || { cat $(CHECKOV_REPORT); exit 1; }
+	cat $(CHECKOV_REPORT)
+	! grep -q "Parsing errors" $(CHECKOV_REPORT)
+
+bandit: setup
+	$(BIN)/bandit --quiet --recursive layers/common/exportpipe functions --exclude $(BANDIT_EXCLUDE)
+
+security: checkov bandit
+
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck cfn-lint pytest
+test: lint typecheck cfn-lint checkov bandit pytest
 
 demo: setup
 	rm -rf demo-output
@@ -52,6 +78,6 @@ build:
 	sam build
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(CHECKOV_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
-.PHONY: help setup lint format typecheck cfn-lint pytest test demo bench build clean
+.PHONY: help setup lint format typecheck cfn-lint checkov bandit security pytest test demo bench build clean

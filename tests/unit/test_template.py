@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -154,15 +155,58 @@ def test_data_stores_are_protected(template: Template) -> None:
     assert tp["BillingMode"] == "PAY_PER_REQUEST"
     assert tp["TimeToLiveSpecification"]["Enabled"] is True
     assert tp["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
-    (bucket,) = template.of_type("AWS::S3::Bucket").values()
-    bp = bucket["Properties"]
-    assert all(bp["PublicAccessBlockConfiguration"].values())
-    assert bp["VersioningConfiguration"]["Status"] == "Enabled"
+    bp = template.resources["ResultsBucket"]["Properties"]
     assert bp["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
     assert any("AbortIncompleteMultipartUpload" in r for r in bp["LifecycleConfiguration"]["Rules"])
-    (policy,) = template.of_type("AWS::S3::BucketPolicy").values()
-    stmt = policy["Properties"]["PolicyDocument"]["Statement"][0]
-    assert stmt["Effect"] == "Deny" and stmt["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    policies = {
+        p["Properties"]["Bucket"]["Ref"]: p for p in template.of_type("AWS::S3::BucketPolicy").values()
+    }
+    for logical_id, bucket in template.of_type("AWS::S3::Bucket").items():
+        props = bucket["Properties"]
+        assert all(props["PublicAccessBlockConfiguration"].values()), logical_id
+        assert props["VersioningConfiguration"]["Status"] == "Enabled", logical_id
+        assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}], logical_id
+        assert bucket["DeletionPolicy"] == "Retain", logical_id
+        statements = policies[logical_id]["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+            for s in statements
+        ), f"{logical_id} must refuse requests without TLS"
+
+
+def test_the_results_bucket_writes_access_logs_that_expire(template: Template) -> None:
+    """Who read or changed which export: S3 server access logs, to a bucket of their own that S3's
+    log delivery may write (it has no ACLs: its policy says so) and that keeps them LogRetentionDays."""
+    results = template.resources["ResultsBucket"]
+    logging = results["Properties"]["LoggingConfiguration"]
+    target_id = logging["DestinationBucketName"]["Ref"]
+    target = template.resources[target_id]["Properties"]
+    assert target["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"
+    ] == {
+        "SSEAlgorithm": "AES256"  # the one encryption S3 log delivery supports
+    }
+    (rule,) = target["LifecycleConfiguration"]["Rules"]
+    assert (
+        rule["ExpirationInDays"]
+        == rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        == {"Ref": "LogRetentionDays"}
+    )
+    (policy_id,) = (
+        i
+        for i, p in template.of_type("AWS::S3::BucketPolicy").items()
+        if p["Properties"]["Bucket"] == {"Ref": target_id}
+    )
+    (delivery,) = (
+        s
+        for s in template.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Allow"
+    )
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert delivery["Action"] == "s3:PutObject"
+    assert delivery["Resource"] == {"Fn::Sub": f"${{{target_id}.Arn}}/{logging['LogFilePrefix']}*"}
+    assert delivery["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert policy_id in _as_list(results["DependsOn"]), "logging starts only once the delivery is allowed"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -300,7 +344,7 @@ def test_failed_scheduled_starts_are_kept_and_alarmed(template: Template) -> Non
 
 
 # Parameters that configure the template itself and feed no setting.
-TEMPLATE_ONLY_PARAMETERS = {"LogRetentionDays", "ScheduleState"}
+TEMPLATE_ONLY_PARAMETERS = {"LogRetentionDays", "ScheduleState", "AlarmTopicArn", "ApiGatewayLogsRole"}
 
 
 def _bound(field: Any, kinds: tuple[type, ...]) -> float | None:
@@ -370,3 +414,188 @@ def test_the_local_stack_finds_the_template_from_the_package_or_a_folder_below_i
     assert find_template(project / "a" / "b") == project / "template.yaml"
     with pytest.raises(TemplateError, match=r"no template\.yaml in .*bare or any folder above"):
         find_template(bare)
+
+
+# ---- operations: alarm actions, metric math, access logs, freshness, checkov -----------------------
+
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+# alarms whose OK means the problem is over (a state, not an event of the last period)
+STATE_ALARMS = {"StartExportFailuresAlarm"}
+
+
+def _alarms(template: Template) -> dict[str, dict[str, Any]]:
+    return {i: a["Properties"] for i, a in template.of_type("AWS::CloudWatch::Alarm").items()}
+
+
+def _resolver(template: Template, **parameters: str) -> Any:
+    from exportpipe.local.template import Resolver
+
+    values = {n: str(p.get("Default", "")) for n, p in template.parameters.items()}
+    return Resolver({**values, **parameters}, {}, {}, {}, template.conditions)
+
+
+def test_every_alarm_notifies_the_alarm_topic_when_one_is_given(template: Template) -> None:
+    spec = template.parameters["AlarmTopicArn"]
+    assert spec["Default"] == ""
+    assert template.conditions["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    alarms = _alarms(template)
+    assert alarms
+    freshness = {i for i, a in alarms.items() if a.get("MetricName") == "WatermarkAgeSeconds"}
+    for logical_id, props in alarms.items():
+        assert props.get("AlarmActions") == ALARM_ACTIONS, f"{logical_id} notifies nobody"
+        if logical_id in STATE_ALARMS | freshness:
+            assert props.get("OKActions") == ALARM_ACTIONS, f"{logical_id} should also say when it is over"
+    # resolved: no topic, no actions; a topic, that topic
+    arn = "arn:aws:sns:us-east-1:123456789012:exportpipe-alarms"
+    some = {k: alarms["StartExportFailuresAlarm"][k] for k in ("AlarmActions", "OKActions")}
+    assert _resolver(template).resolve(some) == {}
+    resolved = _resolver(template, AlarmTopicArn=arn).resolve(some)
+    assert resolved["AlarmActions"] == resolved["OKActions"] == [arn]
+    pattern = re.compile(spec["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch(arn)
+    assert not pattern.fullmatch("arn:aws:sqs:us-east-1:123456789012:queue")
+
+
+def test_metric_math_fills_every_metric_it_combines(template: Template) -> None:
+    """A metric that published nothing in a period (no failure happened) is missing, and missing in
+    an expression makes the result missing: ``a + b`` never breaches while either is silent, so
+    each metric an expression combines must be wrapped in FILL(id, …)."""
+    for logical_id, props in _alarms(template).items():
+        queries = props.get("Metrics", [])
+        metric_ids = {q["Id"] for q in queries if "MetricStat" in q}
+        for query in queries:
+            expression = query.get("Expression")
+            if expression is None:
+                continue
+            named = {m for m in metric_ids if re.search(rf"\b{m}\b", expression)}
+            assert named, f"{logical_id}: {expression} names no metric"
+            if len(named) < 2:
+                continue
+            unfilled = {
+                m
+                for m in named
+                if re.search(rf"\b{m}\b", re.sub(rf"FILL\(\s*{m}\s*,[^)]*\)", "", expression))
+            }
+            assert not unfilled, f"{logical_id}: {expression} does not FILL {sorted(unfilled)}"
+
+
+def test_the_webhook_api_writes_a_json_access_log_without_bodies(template: Template) -> None:
+    api = template.resources["WebhookApi"]
+    setting = api["Properties"]["AccessLogSetting"]
+    (group_id, attribute) = setting["DestinationArn"]["Fn::GetAtt"]
+    group = template.resources[group_id]
+    assert attribute == "Arn" and group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    fmt = setting["Format"]
+    assert "\n" not in fmt, "one line per request"
+    fields = json.loads(fmt)
+    assert {"requestId", "ip", "requestTime", "httpMethod", "resourcePath", "status"} <= set(fields)
+    assert {"responseLatency", "integrationLatency", "integrationError", "errorMessage"} <= set(fields)
+    variables = re.findall(r"\$[\w.]+", fmt)
+    assert all(v.startswith("$context.") for v in variables), "only $context variables: no $input, no body"
+    assert not [v for v in variables if re.search(r"body|header|authorizer|stageVariables", v, re.I)]
+
+
+def test_the_api_stage_waits_for_the_accounts_logging_role(template: Template) -> None:
+    """API Gateway refuses a stage with an access log until the account's settings name a CloudWatch
+    Logs role. When the stack sets it, the API must be created after it; a DependsOn cannot name a
+    conditional resource, so it goes through a handle that references it only then."""
+    handle_id = template.resources["WebhookApi"]["DependsOn"]
+    handle = template.resources[handle_id]
+    assert handle["Type"] == "AWS::CloudFormation::WaitConditionHandle" and "Condition" not in handle
+    reference = handle["Metadata"]["AccountSetting"]["Fn::If"]
+    condition = reference[0]
+    assert reference[1] == {"Ref": "ApiGatewayAccount"}
+    account = template.resources["ApiGatewayAccount"]
+    assert account["Condition"] == condition and account["DeletionPolicy"] == "Retain"
+    role_id, _ = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"]
+    role = template.resources[role_id]
+    assert role["Condition"] == condition and role["DeletionPolicy"] == "Retain"
+    assert _resolver(template).condition(condition), (
+        "by default the stack sets the role: a fresh account works"
+    )
+    assert not _resolver(template, ApiGatewayLogsRole="existing").condition(condition)
+
+
+def _cron_matches(field: str, value: int) -> bool:
+    for part in field.split(","):
+        base, _, step = part.partition("/")
+        if base in ("*", "?"):
+            low, high = 0, 59
+        elif "-" in base:
+            low, high = (int(x) for x in base.split("-"))
+        else:
+            low = int(base)
+            high = 59 if step else low
+        if low <= value <= high and (value - low) % int(step or 1) == 0:
+            return True
+    return False
+
+
+def _schedule_interval(expression: str) -> int:
+    """The longest time in seconds between two runs of a ``rate(…)`` or ``cron(…)`` schedule."""
+    rate = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression)
+    if rate:
+        return int(rate[1]) * {"minute": 60, "hour": 3600, "day": 86400}[rate[2]]
+    cron = re.fullmatch(r"cron\((.+)\)", expression)
+    assert cron, expression
+    minute, hour, dom, month, dow, year = cron[1].split()
+    assert {dom, month, dow, year} <= {"*", "?"}, f"teach this test the schedule {expression}"
+    runs = [
+        m for m in range(2 * 24 * 60) if _cron_matches(minute, m % 60) and _cron_matches(hour, m // 60 % 24)
+    ]
+    return max(b - a for a, b in itertools.pairwise(runs)) * 60
+
+
+def test_schedule_intervals_are_read_right() -> None:
+    assert _schedule_interval("cron(5 * * * ? *)") == 3600
+    assert _schedule_interval("cron(15 2 * * ? *)") == 86400
+    assert _schedule_interval("cron(0/15 * * * ? *)") == 900
+    assert _schedule_interval("cron(0 6,18 * * ? *)") == 12 * 3600
+    assert _schedule_interval("rate(30 minutes)") == 1800
+
+
+def test_every_schedule_has_a_freshness_alarm_for_its_definition(template: Template) -> None:
+    """A definition that silently stops landing data (its exports failing, given up, or its ticks
+    no longer running) is seen: each schedule's definition has an alarm on its WatermarkAgeSeconds
+    that fires past 2 intervals + the lag (a healthy tick reads about one interval + the lag) and
+    when no tick reports."""
+    from exportpipe.definitions import parse_definition
+
+    freshness = {
+        {d["Name"]: d["Value"] for d in a["Dimensions"]}["definition"]: (i, a)
+        for i, a in _alarms(template).items()
+        if a.get("MetricName") == "WatermarkAgeSeconds"
+    }
+    props = template.function_properties("StartExportFunction")
+    schedules = [e["Properties"] for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
+    assert schedules
+    names = set()
+    for schedule in schedules:
+        definition = parse_definition(json.loads(schedule["Input"])["definition"])
+        names.add(definition.name)
+        assert definition.name in freshness, f"schedule of {definition.name} has no freshness alarm"
+        logical_id, alarm = freshness[definition.name]
+        interval = _schedule_interval(schedule["ScheduleExpression"])
+        assert alarm["Namespace"] == "ExportPipe"
+        assert alarm["Dimensions"] == [
+            {"Name": "service", "Value": "exportpipe"},
+            {"Name": "definition", "Value": definition.name},
+        ], "the dimensions start_export emits (put_single_metric adds service)"
+        assert alarm["Statistic"] == "Maximum" and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["Threshold"] == 2 * interval + definition.lag.total_seconds(), logical_id
+        assert alarm["Period"] == min(interval, 86400) and alarm["EvaluationPeriods"] == 1, logical_id
+        assert alarm["TreatMissingData"] == "breaching", f"{logical_id}: ticks that stop must count"
+        assert alarm["ActionsEnabled"] == {"Fn::If": ["SchedulesEnabled", True, False]}
+    assert set(freshness) == names, "a freshness alarm for a definition no schedule runs"
+    assert template.conditions["SchedulesEnabled"] == {"Fn::Equals": [{"Ref": "ScheduleState"}, "ENABLED"]}
+
+
+def test_checkov_suppressions_each_say_why(template: Template) -> None:
+    for logical_id, res in template.resources.items():
+        for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert set(skip) == {"id", "comment"}, logical_id
+            assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), logical_id
+            assert len(skip["comment"]) > 30, f"{logical_id} {skip['id']}: say why it does not apply"

@@ -48,7 +48,8 @@ TEMPLATE_NAME = "template.yaml"
 
 # Resource types the local stack creates, and those it knowingly leaves out (they change nothing a
 # local run can observe: IAM, logs, alarms, bucket policies). Any other type is an error, so a new
-# resource in the template is never silently missing locally.
+# resource in the template is never silently missing locally. A resource whose Condition is false
+# (with the local parameters) is left out, as CloudFormation does.
 CREATED = {
     "AWS::Serverless::Function",
     "AWS::Serverless::StateMachine",
@@ -67,6 +68,8 @@ NOT_EMULATED = {
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
+    "AWS::ApiGateway::Account",  # the account's logging role: the local front door logs nothing
+    "AWS::CloudFormation::WaitConditionHandle",  # only orders resources
 }
 
 # AWS::SQS::Queue properties that are queue attributes of the same name.
@@ -292,7 +295,21 @@ class LocalStack:
 
     @property
     def bucket(self) -> str:
-        return str(self._single("AWS::S3::Bucket"))
+        """The results bucket: the template's bucket that is not another's access-log target."""
+        buckets = self.template.of_type("AWS::S3::Bucket")
+        targets = {
+            str(
+                res.get("Properties", {})
+                .get("LoggingConfiguration", {})
+                .get("DestinationBucketName", {})
+                .get("Ref")
+            )
+            for res in buckets.values()
+        }
+        ids = [logical_id for logical_id in buckets if logical_id not in targets]
+        if len(ids) != 1:
+            raise TemplateError(f"expected one bucket that is no access-log target, the template has {ids}")
+        return str(self.refs[ids[0]])
 
     @property
     def table(self) -> str:
@@ -315,8 +332,7 @@ class LocalStack:
     # ---- deployment from the template --------------------------------------------------------
 
     def _deploy(self) -> None:
-        tpl = self.template
-        for logical_id, res in tpl.resources.items():
+        for logical_id, res in self.template.resources.items():
             if res["Type"] not in CREATED | NOT_EMULATED:
                 raise TemplateError(f"{logical_id}: resource type {res['Type']} is not supported locally")
         pseudo = {
@@ -325,12 +341,13 @@ class LocalStack:
             "AWS::AccountId": ACCOUNT,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::NoValue": "",
         }
         params = self._parameters()
+        conditions = self.template.conditions
         # First pass: physical names, Refs and GetAtts (all deterministic), so the second pass can
         # resolve any property no matter which resource it points at.
-        name_resolver = Resolver(params, {}, {}, pseudo)
+        name_resolver = Resolver(params, {}, {}, pseudo, conditions)
+        self.template = tpl = self.template.active(name_resolver)
         attrs: dict[tuple[str, str], Any] = {}
         for logical_id, res in tpl.resources.items():
             kind, props = res["Type"], res.get("Properties", {})
@@ -367,7 +384,7 @@ class LocalStack:
                 attrs[(logical_id, "Arn")] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{base}:*"
             else:
                 self.refs[logical_id] = base
-        resolver = Resolver(params, self.refs, attrs, pseudo)
+        resolver = Resolver(params, self.refs, attrs, pseudo, conditions)
 
         iam = self.client("iam")
         role_arn = iam.create_role(
@@ -475,7 +492,11 @@ class LocalStack:
                 if "AbortIncompleteMultipartUpload" in rule:
                     out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
                 if "NoncurrentVersionExpiration" in rule:
-                    out["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
+                    out["NoncurrentVersionExpiration"] = {
+                        "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+                    }
+                if "ExpirationInDays" in rule:
+                    out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
                 rules.append(out)
             s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
 

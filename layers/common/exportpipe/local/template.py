@@ -1,5 +1,6 @@
 """Reading ``template.yaml``: CloudFormation's YAML tags, SAM Globals, and the intrinsic functions the
-template uses (Ref, Fn::GetAtt, Fn::Sub, Fn::Join), resolved against the local resources.
+template uses (Ref, Fn::GetAtt, Fn::Sub, Fn::Join, and Conditions with Fn::If and ``AWS::NoValue``),
+resolved against the local resources.
 
 The local stack derives everything it creates from this file; nothing keeps a second list.
 """
@@ -94,6 +95,19 @@ class Template:
     def parameters(self) -> dict[str, dict[str, Any]]:
         return dict(self.body.get("Parameters", {}))
 
+    @property
+    def conditions(self) -> dict[str, Any]:
+        return dict(self.body.get("Conditions", {}))
+
+    def active(self, resolver: Resolver) -> Template:
+        """The template with only the resources whose ``Condition`` holds (those without one stay)."""
+        resources = {
+            logical_id: res
+            for logical_id, res in self.resources.items()
+            if "Condition" not in res or resolver.condition(str(res["Condition"]))
+        }
+        return Template(self.path, {**self.body, "Resources": resources})
+
     def function_properties(self, logical_id: str) -> dict[str, Any]:
         """A function's properties with the SAM ``Globals.Function`` section merged in (SAM's rules:
         maps merge, the function's own scalars and lists win)."""
@@ -115,16 +129,61 @@ def _merge(base: Any, over: Any) -> Any:
 _SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
 
 
+class _NoValue:
+    """What ``Ref: AWS::NoValue`` stands for: the property (or list item) it is given to is removed."""
+
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Any = _NoValue()
+
+
 @dataclass
 class Resolver:
-    """Resolves intrinsic functions given the local values of Refs and GetAtts."""
+    """Resolves intrinsic functions given the local values of Refs and GetAtts, and the template's
+    ``Conditions`` (evaluated with the parameters)."""
 
     parameters: Mapping[str, Any]
     refs: Mapping[str, Any]
     attributes: Mapping[tuple[str, str], Any]
     pseudo: Mapping[str, str]
+    conditions: Mapping[str, Any] = field(default_factory=dict)
+    _evaluated: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
+
+    def condition(self, name: str) -> bool:
+        """The value of the template's condition ``name``."""
+        return self._holds({"Condition": name}, ())
+
+    def _holds(self, node: Any, chain: tuple[str, ...]) -> bool:
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Condition":
+                name = str(arg)
+                if name in chain:
+                    raise TemplateError(
+                        f"condition {name!r} depends on itself: {' -> '.join((*chain, name))}"
+                    )
+                if name not in self._evaluated:
+                    if name not in self.conditions:
+                        raise TemplateError(f"condition {name!r} is not in the template's Conditions")
+                    self._evaluated[name] = self._holds(self.conditions[name], (*chain, name))
+                return self._evaluated[name]
+            if key == "Fn::Equals":
+                left, right = (self.resolve(v) for v in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                (only,) = arg
+                return not self._holds(only, chain)
+            if key == "Fn::And":
+                return all(self._holds(v, chain) for v in arg)
+            if key == "Fn::Or":
+                return any(self._holds(v, chain) for v in arg)
+        raise TemplateError(f"not a condition the local stack can evaluate: {node!r}")
 
     def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         for table in (self.pseudo, self.parameters, self.refs):
             if name in table:
                 return table[name]
@@ -137,14 +196,19 @@ class Resolver:
             raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute}: not available locally") from None
 
     def resolve(self, value: Any) -> Any:
+        """``value`` with its intrinsic functions resolved; what resolves to ``AWS::NoValue`` is left
+        out of its mapping or list (at the top, :data:`NO_VALUE` is returned)."""
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [r for r in (self.resolve(v) for v in value) if r is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(str(arg))
+            if key == "Fn::If":
+                name, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(str(name)) else when_false)
             if key == "Fn::GetAtt":
                 parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
                 return self.get_att(str(parts[0]), str(parts[1]))
@@ -155,7 +219,8 @@ class Resolver:
                 return str(sep).join(str(self.resolve(i)) for i in items)
             if key.startswith("Fn::"):
                 raise TemplateError(f"{key} is not supported by the local stack")
-        return {k: self.resolve(v) for k, v in value.items()}
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
     def _sub(self, arg: Any) -> str:
         if isinstance(arg, list):

@@ -33,7 +33,7 @@ from exportpipe.jobs import (
     Transition,
     job_id_for,
 )
-from exportpipe.observability import logger, metrics
+from exportpipe.observability import MetricUnit, logger, metrics, put_single_metric
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
     abandon_upstream,
@@ -83,6 +83,15 @@ def plan_window(definition: PardotDefinition, watermark: datetime | None, until:
     return Window.of(start, end)
 
 
+def report_watermark_age(definition: PardotDefinition, watermark: datetime | None, now: datetime) -> None:
+    """Emit ``WatermarkAgeSeconds`` (dimension ``definition``): how far behind ``now`` the definition's
+    delivered data ends (its watermark, or ``start`` before the first delivery; 0 for a ``start`` still
+    in the future). Emitted on every tick, also one that skips, so each definition's freshness alarm
+    sees a definition that stops landing data, and (as missing data) one whose ticks stop."""
+    age = max((now - (watermark or definition.start)).total_seconds(), 0.0)
+    put_single_metric("WatermarkAgeSeconds", age, MetricUnit.Seconds, {"definition": definition.name})
+
+
 def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(StartExportEvent, event)
     definition = parse_definition(request.definition)  # fails before any upstream call
@@ -104,6 +113,7 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
         )
     for _ in range(3):  # plan again if the watermark moves under us
         watermark = deps.store.watermark(definition.name)
+        report_watermark_age(definition, watermark, now)
         window = request.window or plan_window(definition, watermark, until)
         if window is None:
             logger.info("definition is up to date; nothing to export", definition=definition.name)
