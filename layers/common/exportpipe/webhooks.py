@@ -115,12 +115,12 @@ _JSON_STRUCTURE = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
 def _check_depth(text: str, max_depth: int) -> None:
     depth = 0
     for match in _JSON_STRUCTURE.finditer(text):
-        token = match.group()
-        if token in "[{":
+        piece = match.group()
+        if piece in "[{":
             depth += 1
             if depth > max_depth:
                 raise MalformedWebhookError(f"JSON nested deeper than {max_depth} levels")
-        elif token in "]}":
+        elif piece in "]}":
             depth -= 1
 
 
