@@ -97,6 +97,8 @@ def test_a_signed_url_that_cannot_be_reached_leaks_nowhere(
     assert SECRET not in json.dumps(error)
     logs = log_output.getvalue()
     assert "copy interrupted" in logs and "export not delivered" in logs and SECRET not in logs
+    # the tracer logs the failed handler's exception with its causes (the requests error): scrubbed too
+    assert "Exception received from lambda_handler" in logs and "ConnectionError" in logs
     item = stack.client("dynamodb").get_item(TableName=stack.table, Key={"pk": {"S": f"JOB#{job_id}"}})[
         "Item"
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -113,3 +114,38 @@ def test_a_download_whose_connection_fails_keeps_no_query_string() -> None:
     assert "failed" in str(info.value) and SECRET not in str(info.value)
     # the cause keeps the detail for a debugger; only the Logger, which scrubs, ever prints it
     assert SECRET in str(info.value.__cause__)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_library_logs_go_through_the_scrubbing_handler(
+    log_output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # urllib3 warns "Retrying (...) after connection broken by ...: <path with its query>"
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    root = _Collect()  # what Lambda's own handler on the root logger would print
+    logging.getLogger().addHandler(root)
+    try:
+        with pytest.raises(UpstreamUnavailableError):
+            open_download(
+                make_session(total_retries=1),
+                f"http://127.0.0.1:{closed}/exports/1.csv?X-Amz-Signature={SECRET}",
+                auth_headers={},
+                auth_hosts=frozenset(),
+                allowed_hosts=("127.0.0.1",),
+                timeout=5,
+            )
+    finally:
+        logging.getLogger().removeHandler(root)
+    assert "Retrying" in log_output.getvalue() and SECRET not in log_output.getvalue()
+    assert not [m for m in root.messages if SECRET in m]

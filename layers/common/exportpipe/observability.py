@@ -5,7 +5,10 @@ and namespace are fixed here so that nothing of ours depends on the environment 
 
 Every line the Logger writes passes :func:`exportpipe.errors.scrub` once serialized — message,
 extra keys, exception and stack trace alike — so no signed query string or URL userinfo reaches the
-logs, whatever a caller (or a library's exception text) put in it.
+logs, whatever a caller (or a library's exception text) put in it. Two libraries log such text on
+their own: urllib3's retry warning names the request's path with its query string, and the
+tracer logs a failed handler's exception with its causes. Their records go through the same
+handler instead of the root logger's (:data:`SCRUBBED_LIBRARY_LOGGERS`).
 """
 
 from __future__ import annotations
@@ -28,5 +31,11 @@ class ScrubbingFormatter(LambdaPowertoolsFormatter):
 
 
 logger = Logger(service=SERVICE, logger_formatter=ScrubbingFormatter())
+
+SCRUBBED_LIBRARY_LOGGERS = ("urllib3", "aws_lambda_powertools.tracing")
+for _name in SCRUBBED_LIBRARY_LOGGERS:
+    _library = logging.getLogger(_name)
+    _library.handlers = [logger.registered_handler]
+    _library.propagate = False  # the root logger (Lambda's own handler) would print them unscrubbed
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace="ExportPipe", service=SERVICE)
