@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from exportpipe.errors import UnsafeDownloadError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.http import (
@@ -139,6 +141,16 @@ def test_a_session_alone_still_bounds_its_waits(slept: list[float]) -> None:
     with recording_server(_refusing(503, "3600")) as server:
         resp = session.get(f"{server.origin()}/x", timeout=5)
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "3600"
+    assert sum(slept) <= IN_CALL_WAIT_LIMIT and len(server.received) == 1
+
+
+def test_a_session_built_elsewhere_gets_bounded_waits_too(slept: list[float]) -> None:
+    session = requests.Session()
+    retry = Retry(total=3, status_forcelist=[503], respect_retry_after_header=True, raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    guard_session(session, {"127.0.0.1"})
+    with recording_server(_refusing(503, "3600")) as server:
+        assert session.get(f"{server.origin()}/x", timeout=5).status_code == 503
     assert sum(slept) <= IN_CALL_WAIT_LIMIT and len(server.received) == 1
 
 

@@ -155,6 +155,15 @@ class _BoundedRetry(Retry):
     :class:`WaitBudget`: a wait that does not fit ends the retries, and the caller gets the last
     answer (a 503 with its ``Retry-After``, say) or the connection error."""
 
+    @classmethod
+    def of(cls, retry: Retry) -> _BoundedRetry:
+        """``retry`` with the same settings and state, its waits bounded."""
+        if isinstance(retry, cls):
+            return retry
+        bounded = retry.new()
+        bounded.__class__ = cls  # the same attributes; only sleep and increment differ
+        return bounded  # type: ignore[return-value]
+
     def _next_wait(self, response: BaseHTTPResponse | None) -> float:
         if self.respect_retry_after_header and response is not None:
             after = retry_after_seconds(response.headers.get("Retry-After"))
@@ -386,6 +395,7 @@ class GuardedAdapter(HTTPAdapter):
     def __init__(self, *, guard: PeerGuard | None = None, **kwargs: Any) -> None:
         self.guard = guard or PeerGuard()
         super().__init__(**kwargs)
+        self.max_retries = _BoundedRetry.of(self.max_retries)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
@@ -441,7 +451,8 @@ def make_session(*, total_retries: int = 4, backoff: float = 0.5) -> requests.Se
 
 def guard_session(session: requests.Session, trusted: Iterable[str]) -> None:
     """Let connections of ``session`` reach internal addresses only for the ``trusted`` host names;
-    an adapter that is not guarded yet (a Session built elsewhere) is replaced by one that is."""
+    an adapter that is not guarded yet (a Session built elsewhere) is replaced by one that is, with
+    the same retries, their waits bounded."""
     hosts = list(trusted)
     for prefix, adapter in list(session.adapters.items()):
         if not isinstance(adapter, GuardedAdapter):
