@@ -13,11 +13,19 @@ from typing import Any
 import pytest
 
 from exportpipe.definitions import Window, parse_definition
-from exportpipe.errors import ConfigurationError, UpstreamRateLimitedError, UpstreamUnavailableError
+from exportpipe.errors import (
+    ConfigurationError,
+    UnsafeDownloadError,
+    UpstreamError,
+    UpstreamRateLimitedError,
+    UpstreamUnavailableError,
+)
+from exportpipe.http import IN_CALL_WAIT_LIMIT
 from exportpipe.sandbox.base import SandboxServer
 from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.sources.base import UpstreamState
 from exportpipe.sources.pardot import PardotClient, PardotCredentials, _export
+from tests.loopback import Answer, RecordingServer, recording_server
 
 DEFINITION = parse_definition(
     {
@@ -173,3 +181,91 @@ def test_calls_fit_in_the_time_the_invocation_has_left(served: tuple[PardotSandb
     with pytest.raises(UpstreamUnavailableError, match="out of time"):
         late.get_export("1")
     assert len(sandbox.request_log) == calls
+
+
+# ---- waits and credentials (issue 12, items 1 and 5) ----------------------------------------------
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every sleep of this process (urllib3's included) is recorded, and none waits."""
+    recorded: list[float] = []
+    monkeypatch.setattr(time, "sleep", recorded.append)
+    return recorded
+
+
+def _fake_pardot(api: Any) -> Any:
+    """A stand-in Pardot at ``localhost``: it logs in anyone, and answers API calls with ``api``."""
+
+    def answer(method: str, path: str) -> Answer:
+        if path == "/token":
+            return 200, {"Content-Type": "application/json"}, b'{"access_token": "t-1"}'
+        return api(method, path)  # type: ignore[no-any-return]
+
+    return answer
+
+
+def _client_of(server: RecordingServer, sleep: Any, **options: Any) -> PardotClient:
+    origin = server.origin("localhost")
+    creds = PardotCredentials.parse(
+        {
+            "token_url": f"{origin}/token",
+            "client_id": "c",
+            "client_secret": "s",
+            "username": "u",
+            "password": "p",
+            "business_unit_id": "0Uv000000000001AAA",
+            "base_url": origin,
+        }
+    )
+    return PardotClient(creds, sleep=sleep, **options)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_long_retry_after_is_the_workflows_wait_not_the_lambdas(status: int, slept: list[float]) -> None:
+    busy = {"Content-Type": "text/html", "Retry-After": "3600"}
+    with recording_server(_fake_pardot(lambda method, path: (status, busy, b"<h1>busy</h1>"))) as server:
+        client = _client_of(server, slept.append)
+        with pytest.raises(UpstreamRateLimitedError) as info:
+            client.get_export("7")
+    assert info.value.retry_after == 3600
+    assert all(s <= IN_CALL_WAIT_LIMIT for s in slept) and sum(slept) <= IN_CALL_WAIT_LIMIT
+
+
+def test_concurrency_backoff_in_the_call_is_bounded_in_all(served: tuple[PardotSandbox, str]) -> None:
+    sandbox, base_url = served
+    slept: list[float] = []
+    client = PardotClient(
+        PardotCredentials.parse({**sandbox.credentials(), "base_url": base_url}),
+        sleep=slept.append,
+        backoff_seconds=2.0,
+    )
+    sandbox.force_error(66, times=10)
+    t0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    with pytest.raises(UpstreamRateLimitedError) as info:
+        client.create_export(DEFINITION, Window.of(t0, t0 + timedelta(minutes=1)))
+    # 2 s, then 4 s more would pass the limit: the workflow waits those instead
+    assert slept == [2.0] and info.value.retry_after == 4.0
+
+
+def test_api_calls_follow_no_redirect_so_no_header_leaves_the_api_host(slept: list[float]) -> None:
+    with recording_server() as other:
+        moved = {"Location": f"{other.origin()}/api/v5/exports/7"}
+        with recording_server(_fake_pardot(lambda method, path: (302, moved, b""))) as server:
+            client = _client_of(server, slept.append)
+            with pytest.raises(UpstreamError, match="follow no redirects"):
+                client.get_export("7")
+    assert other.received == []
+
+
+def test_a_result_url_that_reads_as_the_api_host_sends_nothing_elsewhere(
+    served: tuple[PardotSandbox, str],
+) -> None:
+    sandbox, base_url = served
+    client = _client(sandbox, base_url)
+    api = base_url.removeprefix("http://")
+    with recording_server() as evil:
+        for url in (f"http://localhost:{evil.port}\\@{api}/x", f"http://{api}@localhost:{evil.port}/x"):
+            with pytest.raises(UnsafeDownloadError), client.open_result(url):
+                pass
+    assert evil.received == []

@@ -3,13 +3,40 @@
 The state machine matches on the exception class name (the Lambda ``errorType``), so the names
 here are part of the workflow's contract: ``statemachine/export_poll.asl.json`` retries
 :class:`UpstreamUnavailableError` and routes everything else to the failure branch.
+
+Messages leave the process (the Lambda ``errorMessage`` that Step Functions keeps, a job's
+``reason``, the ``Export Failed`` event, the logs), and upstream URLs carry credentials: a signed
+storage URL in its query string, sometimes a user in its authority. :func:`scrub` removes both from
+any text; every :class:`ExportPipeError`'s message is scrubbed when it is built.
 """
 
 from __future__ import annotations
 
+import re
+
+# The userinfo of an absolute URL: ``scheme://user:password@`` (up to the first character that
+# cannot be part of an authority, or a quote or backslash of the text around it).
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"<>\\]*@")
+# A query string (and fragment): a ``?`` inside a token, up to white space, a quote, an angle
+# bracket or a backslash (the end of a JSON string or a repr). Relative URLs count too: requests
+# writes ``Max retries exceeded with url: /path?X-Amz-Signature=...``.
+_QUERY = re.compile(r"(?<=[^\s?'\"<>\\])\?[^\s'\"<>\\]+")
+REDACTED_QUERY = "?\u2026"
+
+
+def scrub(text: str) -> str:
+    """``text`` with the query string and the userinfo of every URL in it removed.
+
+    A removed query string shows as ``?…``, so a reader still sees that there was one. Idempotent.
+    """
+    return _QUERY.sub(REDACTED_QUERY, _USERINFO.sub(r"\1", text))
+
 
 class ExportPipeError(Exception):
-    """Base class for every error raised on purpose by exportpipe."""
+    """Base class for every error raised on purpose by exportpipe; its text arguments are scrubbed."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(ExportPipeError):
@@ -65,7 +92,9 @@ class UpstreamUnavailableError(UpstreamError):
 
 
 class UpstreamRateLimitedError(UpstreamUnavailableError):
-    """The upstream's rate limit (Pardot 66: concurrency, 122: daily allowance) refused the call.
+    """The upstream's rate limit (Pardot 66: concurrency, 122: daily allowance) refused the call, or
+    an HTTP 429 / 503 said with ``Retry-After`` when to come back (a wait longer than a call may
+    spend waiting inside the Lambda, see :data:`exportpipe.http.IN_CALL_WAIT_LIMIT`).
 
     Retrying soon would only burn the allowance: callers wait ``retry_after`` seconds (or their own
     rate-limit wait) before the next call, and do not count the refusal as a failed attempt.
@@ -84,7 +113,8 @@ class UpstreamRateLimitedError(UpstreamUnavailableError):
 
 
 class UnsafeDownloadError(ExportPipeError):
-    """A result URL or redirect points at a host outside the allow-list."""
+    """A result URL or redirect points at a host outside the allow-list, is one that URL parsers
+    could read differently, or a host resolved to an internal address it may not have."""
 
 
 class DownloadIncompleteError(ExportPipeError):

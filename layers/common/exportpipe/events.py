@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from exportpipe.errors import EventPublishError
+from exportpipe.errors import EventPublishError, scrub
 from exportpipe.jobs import Job
 from exportpipe.layout import Manifest
 
@@ -45,7 +45,8 @@ class EventPublisher:
             "window": job.window.model_dump(mode="json"),
             "upstream_id": job.upstream_id,
             "status": job.status.value,
-            "reason": job.reason,
+            # the reason may quote an upstream URL: never its signed query string
+            "reason": scrub(job.reason) if job.reason else job.reason,
         }
         self._put(FAILED, detail)
         return detail

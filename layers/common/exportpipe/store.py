@@ -18,7 +18,7 @@ from typing import Any, Literal
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from exportpipe.errors import JobNotFoundError, TransitionError
+from exportpipe.errors import JobNotFoundError, TransitionError, scrub
 from exportpipe.jobs import TRANSITIONS, Job, JobStatus, Transition, sources_of
 
 UPSTREAM_INDEX = "ByUpstreamId"
@@ -39,6 +39,15 @@ def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+# Free text that may quote an upstream URL (an error message): scrubbed of query strings and
+# userinfo on every write, so a signed URL never lands in the table.
+_TEXT_FIELDS = ("reason", "upstream_state")
+
+
+def _scrubbed(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: scrub(v) if k in _TEXT_FIELDS and isinstance(v, str) else v for k, v in values.items()}
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -215,6 +224,7 @@ class JobStore:
         if not allowed:
             raise TransitionError(job_id, None, target)
         now = self._now()
+        reason = scrub(reason) if reason is not None else None
         entry = Transition(status=target, at=now, reason=reason).model_dump(mode="json", exclude_none=True)
         sets = {"status": target.value, "updated_at": now.isoformat(), **(updates or {})}
         if reason is not None:
@@ -355,7 +365,7 @@ class JobStore:
     # ---- internals ---------------------------------------------------------------------------
 
     def _job_values(self, job: Job) -> dict[str, Any]:
-        values = job.model_dump(mode="json")
+        values = _scrubbed(job.model_dump(mode="json"))
         values["pk"] = f"JOB#{job.job_id}"
         values["expires_at"] = int((job.created_at + self._ttl).timestamp())
         if job.upstream_id:
@@ -377,7 +387,7 @@ class JobStore:
         names: dict[str, str] = {"#s": "status"}
         values: dict[str, Any] = dict(extra[1]) if extra else {}
         clauses: list[str] = []
-        for i, (key, value) in enumerate(sets.items()):
+        for i, (key, value) in enumerate(_scrubbed(sets).items()):
             names[f"#a{i}"] = key
             values[f":a{i}"] = value
             clauses.append(f"#a{i} = :a{i}")

@@ -36,8 +36,19 @@ from exportpipe.errors import (
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
+    scrub,
 )
-from exportpipe.http import host_of, make_session, open_download
+from exportpipe.http import (
+    IN_CALL_WAIT_LIMIT,
+    WaitBudget,
+    exact_hosts,
+    guard_session,
+    host_of,
+    in_call_waits,
+    make_session,
+    open_download,
+    upstream_refusal,
+)
 from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
 
 EXPIRED_TOKEN_CODE = 184
@@ -117,6 +128,11 @@ class PardotClient:
         self._remaining = remaining_seconds
         self._base = credentials.base_url.rstrip("/")
         self._auth_hosts = frozenset({host_of(self._base), *(h.lower() for h in credentials.auth_hosts)})
+        # Hosts this client's connections may find at an internal address: its own (from the
+        # secret) and the allow-list's exact entries; any other name that resolves to one is refused.
+        guard_session(
+            self._session, {*self._auth_hosts, host_of(credentials.token_url), *exact_hosts(allowed_hosts)}
+        )
         self._token_key = (credentials.token_url, credentials.client_id, credentials.username)
 
     # ---- auth --------------------------------------------------------------------------------
@@ -137,12 +153,16 @@ class PardotClient:
             form = {"grant_type": "password", "username": c.username, "password": c.password}
         form |= {"client_id": c.client_id, "client_secret": c.client_secret}
         try:
-            resp = self._session.post(c.token_url, data=form, timeout=self._request_timeout())
+            resp = self._session.post(
+                c.token_url, data=form, timeout=self._request_timeout(), allow_redirects=False
+            )
         except requests.RequestException as exc:
-            raise UpstreamUnavailableError(f"Salesforce token endpoint unreachable: {exc}") from exc
-        if resp.status_code >= 500 or resp.status_code == 429:
             raise UpstreamUnavailableError(
-                f"token endpoint answered {resp.status_code}", status=resp.status_code
+                f"Salesforce token endpoint unreachable: {scrub(str(exc))}"
+            ) from exc
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise upstream_refusal(
+                resp.status_code, resp.headers, f"token endpoint answered {resp.status_code}"
             )
         body = _json(resp)
         if resp.status_code != 200 or "access_token" not in body:
@@ -170,6 +190,11 @@ class PardotClient:
     # ---- API calls ---------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, json_body: Any = None) -> dict[str, Any]:
+        # one wait budget for the whole call: the Session's retries, a token renewal, 66 backoffs
+        with in_call_waits(self._sleep) as waits:
+            return self._call_within(method, path, json_body, waits)
+
+    def _call_within(self, method: str, path: str, json_body: Any, waits: WaitBudget) -> dict[str, Any]:
         url = f"{self._base}{path}"
         renewed = False
         busy = 0
@@ -177,10 +202,16 @@ class PardotClient:
             token = self._token()
             try:
                 resp = self._session.request(
-                    method, url, json=json_body, headers=self._headers(token), timeout=self._request_timeout()
+                    method,
+                    url,
+                    json=json_body,
+                    headers=self._headers(token),
+                    timeout=self._request_timeout(),
+                    # the API does not redirect; a redirect would take the business unit header along
+                    allow_redirects=False,
                 )
             except requests.RequestException as exc:
-                raise UpstreamUnavailableError(f"Pardot {method} {path} failed: {exc}") from exc
+                raise UpstreamUnavailableError(f"Pardot {method} {path} failed: {scrub(str(exc))}") from exc
             body = _json(resp)
             code = body.get("code")
             if resp.status_code == 401 or code == EXPIRED_TOKEN_CODE:
@@ -195,11 +226,19 @@ class PardotClient:
                 continue
             if code in (CONCURRENCY_CODE, DAILY_LIMIT_CODE):
                 busy += 1
-                self._limit_backoff(code, busy, f"{method} {path}", resp.status_code)
+                self._limit_backoff(code, busy, f"{method} {path}", resp.status_code, waits)
                 continue
             if resp.status_code == 429 or resp.status_code >= 500:
-                raise UpstreamUnavailableError(
+                raise upstream_refusal(
+                    resp.status_code,
+                    resp.headers,
                     f"Pardot {method} {path} answered {resp.status_code}: {body.get('message', '')}",
+                    code=code,
+                )
+            if 300 <= resp.status_code < 400:
+                raise UpstreamError(
+                    f"Pardot {method} {path} answered {resp.status_code} (to "
+                    f"{resp.headers.get('Location')!r}); API calls follow no redirects",
                     status=resp.status_code,
                     code=code,
                 )
@@ -212,11 +251,14 @@ class PardotClient:
                 )
             return body
 
-    def _limit_backoff(self, code: int, tries: int, what: str, status: int) -> None:
-        """Sleep before retrying a 66 (a few times, growing); give up at once on a 122.
+    def _limit_backoff(self, code: int, tries: int, what: str, status: int, waits: WaitBudget) -> None:
+        """Sleep before retrying a 66 (a few times, growing, within the call's wait budget); give up
+        at once on a 122.
 
         A 122 means the business unit's daily allowance is spent: retrying before it resets only
-        adds refused calls, so the caller is told to come back after ``rate_limit_wait``.
+        adds refused calls, so the caller is told to come back after ``rate_limit_wait``. A 66
+        whose next pause does not fit the call's budget (:data:`IN_CALL_WAIT_LIMIT` in all) is
+        handed to the workflow with that pause.
         """
         if code == DAILY_LIMIT_CODE:
             raise UpstreamRateLimitedError(
@@ -240,7 +282,15 @@ class PardotClient:
                 code=code,
                 retry_after=pause,
             )
-        self._sleep(pause)
+        if not waits.fits(pause):
+            raise UpstreamRateLimitedError(
+                f"Pardot concurrency limit (66) on {what} after {tries} tries; waiting {pause:g} s more "
+                f"is longer than a call may wait in the Lambda ({IN_CALL_WAIT_LIMIT:g} s in all)",
+                status=status,
+                code=code,
+                retry_after=pause,
+            )
+        waits.wait(pause)
 
     def create_export(self, definition: PardotDefinition, window: Window) -> UpstreamExport:
         body: dict[str, Any] = {
@@ -289,11 +339,24 @@ class PardotClient:
 
     @contextmanager
     def open_result(self, url: str) -> Iterator[ResultStream]:
+        with in_call_waits(self._sleep) as waits:
+            resp = self._open_within(url, waits)
+        try:
+            length = resp.headers.get("Content-Length")
+            yield ResultStream(
+                chunks=resp.iter_content(chunk_size=256 * 1024),
+                content_length=int(length) if length and length.isdigit() else None,
+                content_type=resp.headers.get("Content-Type", self.content_type).split(";")[0],
+            )
+        finally:
+            resp.close()
+
+    def _open_within(self, url: str, waits: WaitBudget) -> requests.Response:
         renewed = False
         busy = 0
         while True:
             try:
-                resp = open_download(
+                return open_download(
                     self._session,
                     url,
                     auth_headers=self._headers(self._token()),
@@ -308,19 +371,9 @@ class PardotClient:
                     continue
                 if exc.code in (CONCURRENCY_CODE, DAILY_LIMIT_CODE):
                     busy += 1
-                    self._limit_backoff(int(exc.code or 0), busy, "download", exc.status or 429)
+                    self._limit_backoff(int(exc.code or 0), busy, "download", exc.status or 429, waits)
                     continue
                 raise
-            break
-        try:
-            length = resp.headers.get("Content-Length")
-            yield ResultStream(
-                chunks=resp.iter_content(chunk_size=256 * 1024),
-                content_length=int(length) if length and length.isdigit() else None,
-                content_type=resp.headers.get("Content-Type", self.content_type).split(";")[0],
-            )
-        finally:
-            resp.close()
 
     def files_timezone(self, definition: PardotDefinition) -> str | None:
         return definition.timezone
