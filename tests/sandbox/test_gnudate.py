@@ -142,6 +142,7 @@ TABLE = [
     ("2026-11-01 (a comment) 10:00", ny(2026, 11, 1, 10)),
     # GNU's grammar: after a time of day a signed number is a UTC offset, then the unit stands alone
     ("2026-11-01 10:00 -1 day", utc(2026, 11, 2, 11)),  # 10:00 at UTC-1, plus one day
+    ("2026-03-10 11:00 -3 days", ny(2026, 3, 11, 10)),  # 11:00 at UTC-3, plus one day: 10:00 EDT
     ("next friday 10:00 +2 hours", utc(2026, 3, 13, 9)),  # 10:00 at UTC+2, plus one hour
     # GNU's "ago" negates the item it follows, not the whole value (strtotime: -1 year -2 months)
     ("1 year 2 months ago", ny(2027, 1, 10, 10)),
@@ -223,6 +224,13 @@ def test_a_local_time_the_clocks_skip_is_refused(value: str) -> None:
     # TZ=America/New_York date -d '2026-07-01 10:00 EST': "non-existing due to daylight-saving time")
     with pytest.raises(DateSyntaxError, match="does not exist in America/New_York"):
         parse(value)
+
+
+def test_an_ambiguous_hour_east_of_greenwich_is_the_standard_time_one() -> None:
+    # glibc's search starts from offset zero (a fresh date -d process): it meets CET / GMT first
+    assert parse("2026-10-25 02:30", tz=ZoneInfo("Europe/Paris")) == utc(2026, 10, 25, 1, 30)
+    assert parse("2026-10-25 01:30", tz=ZoneInfo("Europe/London")) == utc(2026, 10, 25, 1, 30)
+    assert parse("2026-10-25 02:30 CEST", tz=ZoneInfo("Europe/Paris")) == utc(2026, 10, 25, 0, 30)
 
 
 def test_in_another_users_zone_est_is_a_fixed_offset() -> None:

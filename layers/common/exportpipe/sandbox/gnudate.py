@@ -35,10 +35,11 @@ its arithmetic on top of glibc's ``mktime``:
 - DST follows glibc: when the value names no date, time or day, the calendar arithmetic keeps *now's*
   daylight-saving flag, so on 2026-03-10 11:00 EDT ``3 days ago`` is 2026-03-07 10:00 EST (exactly 72
   hours) and ``last month`` 2026-02-10 10:00 EST; with an explicit date the wall clock is kept
-  (``2026-03-10 11:00 -3 days`` is 11:00 EST). A local time that does not exist (2026-03-08 02:30 in New
-  York) is refused unless a zone or offset is given; an ambiguous one (2026-11-01 01:30) is the
-  daylight-saving one, as ``date -d`` in a fresh process finds it for zones west of Greenwich (glibc's
-  search starts from offset zero); ``EST``/``EDT`` pick the other.
+  (``2026-03-10 11:00 3 days ago`` is 11:00 EST). A local time that does not exist (2026-03-08 02:30 in
+  New York) is refused unless a zone or offset is given; of an ambiguous one, the occurrence glibc's
+  search finds first when it starts from offset zero, as in a fresh ``date -d`` process: in New York the
+  daylight-saving one (2026-11-01 01:30 is EDT), in Paris or London the standard one; ``EST``/``EDT``
+  choose.
 - The grammar's surprises are kept: after a time of day a signed number is a UTC offset, so ``2026-11-01
   10:00 -1 day`` is 10:00 at UTC−1 plus one day (write ``-1 day 2026-11-01 10:00`` or ``1 day ago``); ``1
   year 2 months ago`` is +1 year −2 months (``ago`` negates the item before it only); ``Nov 1 2026`` takes
@@ -997,7 +998,7 @@ def _resolve(pc: _Control, current: _Tm, zone: tzinfo) -> tuple[int, int]:
             t, tm = mktime(timezone(timedelta(seconds=-pc.time_zone)), requested, isdst)
             repaired = _same_fields(requested, tm)
         if not repaired:
-            raise _Invalid(_why_not(requested, zone))
+            raise _Invalid(_why_not(requested, zone, pc.local_isdst if pc.local_zones_seen else -1))
     if pc.days_seen and not pc.dates_seen:
         ordinal = pc.day_ordinal - (pc.day_ordinal > 0 and tm.wday != pc.day_number)
         shift = ordinal * 7 + (pc.day_number - tm.wday + 7) % 7
@@ -1013,11 +1014,15 @@ def _resolve(pc: _Control, current: _Tm, zone: tzinfo) -> tuple[int, int]:
     return t + rel.hour * 3600 + rel.minutes * 60 + rel.seconds + carry, ns
 
 
-def _why_not(requested: tuple[int, int, int, int, int, int], zone: tzinfo) -> str:
+def _why_not(requested: tuple[int, int, int, int, int, int], zone: tzinfo, isdst: int) -> str:
+    """Why mktime normalised the fields: not a calendar date, or not a wall clock the zone shows."""
     year, mon, mday, hour, minute, sec = requested
     try:
         datetime(year, mon + 1, mday, hour, minute, sec)
     except (ValueError, OverflowError):
         return "is not a valid calendar date or time of day"
     name = getattr(zone, "key", None) or str(zone)
-    return f"is a local time that does not exist in {name} (the clocks skip it)"
+    if isdst < 0:
+        return f"is a local time that does not exist in {name} (the clocks skip it)"
+    setting = "daylight saving time" if isdst else "standard time"
+    return f"is a local time that does not exist in {name} as {setting}"
