@@ -17,13 +17,13 @@ import pytest
 import requests
 
 from exportpipe.sandbox.base import Clock, SandboxServer
+from exportpipe.sandbox.gnudate import parse_date_argument
 from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.sources.pardot_catalog import (
     MAX_FIELDS,
     OBJECTS,
     ExportRequestError,
     one_year_after,
-    parse_date_argument,
     validate_definition,
     validate_export_request,
 )
@@ -454,6 +454,107 @@ def test_inclusive_bounds_knob_selects_records_on_the_bounds(sandbox: PardotSand
     ]
 
 
+def _ids(rows: list[dict[str, Any]]) -> list[int]:
+    return [int(r["id"]) for r in rows]
+
+
+SEPT_22 = datetime(2026, 9, 22, 16, tzinfo=UTC)  # a Tuesday, 12:00 EDT
+
+
+@pytest.mark.parametrize(
+    ("after", "before", "start", "end"),
+    [
+        # @seconds since the epoch: 1790000000 is 2026-09-21 14:13:20 UTC; bounds are exclusive and records
+        # are stamped in whole seconds, so the half-open window of what is selected starts at :21
+        ("@1790000000", None, datetime(2026, 9, 21, 14, 13, 21, tzinfo=UTC), SEPT_22),
+        (
+            "@1790000000",
+            "@1790043200.5",
+            datetime(2026, 9, 21, 14, 13, 21, tzinfo=UTC),
+            datetime(2026, 9, 22, 2, 13, 21, tzinfo=UTC),
+        ),
+        # relative to the creation time (no DST change in between)
+        ("2 days ago", None, datetime(2026, 9, 20, 16, 0, 1, tzinfo=UTC), SEPT_22),
+        (
+            "2 days ago",
+            "yesterday noon",
+            datetime(2026, 9, 20, 16, 0, 1, tzinfo=UTC),
+            datetime(2026, 9, 21, 16, tzinfo=UTC),
+        ),
+        # Monday 10:00 EDT to Tuesday 08:00 in Paris (CEST)
+        (
+            "last monday 10:00",
+            'TZ="Europe/Paris" 2026-09-22 08:00',
+            datetime(2026, 9, 21, 14, 0, 1, tzinfo=UTC),
+            datetime(2026, 9, 22, 6, tzinfo=UTC),
+        ),
+    ],
+)
+def test_gnu_date_arguments_select_the_records_of_the_instants_they_name(
+    sandbox: PardotSandbox,
+    server: SandboxServer,
+    clock: Clock,
+    after: str,
+    before: str | None,
+    start: datetime,
+    end: datetime,
+) -> None:
+    clock.freeze(SEPT_22)
+    api = PardotApi(sandbox, server.base_url)  # a token minted on the moved clock
+    sandbox.rows_per_file = 10_000
+    arguments = (
+        {"created_after": after} if before is None else {"created_after": after, "created_before": before}
+    )
+    body = {
+        "object": "prospect",
+        "fields": ["id"],
+        "procedure": {"name": "filter_by_created_at", "arguments": arguments},
+    }
+
+    rows, _ = download_rows(api, complete(api, clock, body))
+
+    truth = sandbox.records_in("prospect", "filter_by_created_at", start, end, fields=["id"], as_of=SEPT_22)
+    assert len(truth) > 10
+    assert _ids(rows) == _ids(truth)
+    api.session.close()
+
+
+def test_relative_days_across_a_dst_change_keep_the_utc_offset_of_now(api: PardotApi, clock: Clock) -> None:
+    # NOW is 2026-03-10 11:00 EDT; "3 days ago" is 2026-03-07 10:00 EST (72 hours, GNU keeps now's DST
+    # flag), not 11:00 EST as a wall-clock reading would have it. Records from 15:00:01 UTC on count.
+    api.sandbox.rows_per_file = 10_000
+    window = {"created_after": "3 days ago", "created_before": "2026-03-07 12:00"}
+
+    rows, _ = download_rows(api, complete(api, clock, prospect_export(["id", "createdAt"], **window)))
+
+    truth = api.sandbox.records_in(
+        "prospect",
+        "filter_by_created_at",
+        datetime(2026, 3, 7, 15, 0, 1, tzinfo=UTC),
+        datetime(2026, 3, 7, 17, tzinfo=UTC),
+        fields=["id"],
+    )
+    assert rows and _ids(rows) == _ids(truth)
+    wall_clock = api.sandbox.records_in(
+        "prospect",
+        "filter_by_created_at",
+        datetime(2026, 3, 7, 16, 0, 1, tzinfo=UTC),
+        datetime(2026, 3, 7, 17, tzinfo=UTC),
+    )
+    assert len(wall_clock) < len(truth)  # the hour between tells the two readings apart
+
+
+def test_query_date_filters_read_gnu_dates_too(api: PardotApi, clock: Clock) -> None:
+    api.create_ok(prospect_export(["id"]))
+    clock.advance(60)
+    api.create_ok(prospect_export(["id"]))
+
+    assert api.query(created_after="30 seconds ago").json()["result"]["total_results"] == 1
+    assert api.query(created_after=f"@{int(NOW.timestamp()) - 1}").json()["result"]["total_results"] == 2
+    status, code, _ = error_of(api.query(created_after="next blursday"))
+    assert (status, code) == (400, 5)
+
+
 def test_relative_dates_and_timezone_offsets_select_the_same_records(api: PardotApi, clock: Clock) -> None:
     api.sandbox.rows_per_file = 10_000
     relative = prospect_export(["id"], created_after="yesterday", created_before="today")
@@ -549,7 +650,8 @@ def too_many_fields() -> list[str]:
             177,
             "created_before must be after created_after",
         ),
-        (prospect_export(created_after="next tuesday"), 177, "Invalid procedure argument."),
+        (prospect_export(created_after="next blursday"), 177, "Invalid procedure argument. created_after:"),
+        (prospect_export(created_after="2 days ago", created_before="1.5 days ago"), 177, "created_before:"),
         (prospect_export(created_after="2026-02-30 10:00:00"), 177, "not a valid calendar date"),
         (prospect_export(deleted="maybe"), 177, "deleted must be true, false or all"),
         (
@@ -651,26 +753,7 @@ def test_catalog_validates_definitions_without_a_window() -> None:
         assert caught.value.code == code
 
 
-def test_catalog_date_arguments() -> None:
-    now = datetime(2026, 3, 10, 3, 30, tzinfo=UTC)  # 2026-03-09 23:30 in New York
-
-    def parse(value: str) -> datetime:
-        return parse_date_argument(value, now=now, tz=NEW_YORK)
-
-    assert parse("today") == datetime(2026, 3, 9, tzinfo=NEW_YORK)
-    assert parse("yesterday") == datetime(2026, 3, 8, tzinfo=NEW_YORK)
-    assert parse("last_7_days") == datetime(2026, 3, 2, tzinfo=NEW_YORK)
-    assert parse("this_month") == datetime(2026, 3, 1, tzinfo=NEW_YORK)
-    assert parse("last_month") == datetime(2026, 2, 1, tzinfo=NEW_YORK)
-    assert parse("2026-03-01") == datetime(2026, 3, 1, tzinfo=NEW_YORK)
-    assert parse("2026-03-01 10:20:30") == datetime(2026, 3, 1, 10, 20, 30, tzinfo=NEW_YORK)
-    assert parse("2026-03-01T10:20:30Z") == datetime(2026, 3, 1, 10, 20, 30, tzinfo=UTC)
-    assert parse("2026-03-01T10:20:30+05:30") == datetime(2026, 3, 1, 4, 50, 30, tzinfo=UTC)
-    assert parse("2026-03-01T10:20:30-0500") == datetime(2026, 3, 1, 15, 20, 30, tzinfo=UTC)
-    assert parse("2026-03-01 10:20:30 UTC") == datetime(2026, 3, 1, 10, 20, 30, tzinfo=UTC)
-    assert parse("2020-12-25 24:59:59") == datetime(2020, 12, 26, 0, 59, 59, tzinfo=NEW_YORK)
-    with pytest.raises(ValueError):
-        parse("2 days ago")
+def test_expected_rows_refuses_a_request_without_its_required_argument() -> None:
     with pytest.raises(ExportRequestError) as caught:
         PardotSandbox().expected_rows("prospect", "filter_by_created_at", {})
     assert caught.value.code == 176
@@ -984,6 +1067,7 @@ def test_one_year_after_a_leap_day_is_the_first_of_march() -> None:
             {"created_after": "2024-02-29 12:30:00", "created_before": before},
             now=created,
             tz=NEW_YORK,
+            parse_date=parse_date_argument,
         )
 
     assert one_year_after(leap_day, NEW_YORK) == datetime(2025, 3, 1, 12, 30, tzinfo=NEW_YORK)

@@ -37,6 +37,11 @@ Validation (see the catalog's docstring for argument formats and the one-year ru
     never exported", so asking for them is an invalid value: a ``type`` list containing 5 is refused
     with 177 (``... unknown visitor activity type 5``) rather than answered with an empty export, and
     type 5 never occurs in the data.
+  - Date arguments (and the query's date filters) are the page's keywords or GNU date input syntax
+    (``2026-11-01T10:00:00Z``, ``@1790000000``, ``2 days ago``, ``next friday``, ``TZ="Europe/Paris"
+    2026-11-01 06:30``), resolved on the sandbox clock in the user's timezone exactly as ``date -d``
+    does; :mod:`exportpipe.sandbox.gnudate` lists the rules and where it follows ``strtotime`` instead
+    (``today`` is midnight, hour 24 rolls over). A value it cannot read is a 177.
   - A ``*_after`` in the future is accepted. Without ``*_before`` the window (``*_after``, creation
     time) is empty, and with one nothing stamped after the creation time exists yet: the export
     completes without ``resultRefs``. (The page does not say the API refuses it; 177 would be as
@@ -172,7 +177,7 @@ Downloads
     HTML body, before any other check (a load balancer's error page).
 
 Not emulated: relationship (dot-notation) fields, per-user permissions ("Admin > Exports > View"),
-GNU relative dates beyond the five keywords, the v5 read cache, ``Pardot-Warning`` headers.
+the v5 read cache, ``Pardot-Warning`` headers.
 """
 
 from __future__ import annotations
@@ -194,6 +199,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
 from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
+from exportpipe.sandbox.gnudate import parse_date_argument
 from exportpipe.sources.pardot_catalog import (
     VISITOR_ACTIVITY_TYPES,
     ArgValue,
@@ -206,7 +212,6 @@ from exportpipe.sources.pardot_catalog import (
     Procedure,
     error_message,
     lookup_object,
-    parse_date_argument,
     validate_definition,
     validate_export_request,
 )
@@ -858,6 +863,7 @@ class PardotSandbox(Sandbox):
                     procedure.get("arguments"),
                     now=now,
                     tz=ZoneInfo(self.user_timezone),
+                    parse_date=parse_date_argument,
                     after_within_year_of_creation=self.after_within_year_of_creation,
                 )
             except ExportRequestError as exc:
@@ -1265,6 +1271,7 @@ class PardotSandbox(Sandbox):
             dict(arguments),
             now=created,
             tz=zone,
+            parse_date=parse_date_argument,
             after_within_year_of_creation=self.after_within_year_of_creation,
         )
         return request, created

@@ -34,16 +34,15 @@ What the public record says and what was chosen here:
   "The ``created_after`` must be within a year of the creation date of the Export", so every request,
   bounded or not) is ``validate_export_request(..., after_within_year_of_creation=True)``.
 - The v3/v4 JSON example (``"created_after": "2019-12-25 10:00:00", "created_before": "2020-12-25
-  24:59:59"``) is *refused*: hour 24 rolls over (see below), so it ends 2020-12-26 00:59:59, 14:59:59 past
-  one calendar year. The public record does not say how the API itself treats its example; no leniency
-  beyond the calendar year is invented.
-- Date arguments: ``today``, ``yesterday``, ``last_7_days``, ``this_month``, ``last_month`` (resolved in the
-  user's timezone to the start of that day or month: ``today`` is midnight today, ``last_7_days`` is
-  midnight seven days ago, as PHP's ``strtotime`` reads them), or an explicit date: ``YYYY-MM-DD``,
-  ``YYYY-MM-DD HH:MM[:SS[.ffffff]]`` or ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]``, optionally followed by ``Z``,
-  ``UTC``, ``±HH:MM`` or ``±HHMM``. Without a zone the user's timezone applies. Hour ``24`` rolls over to
-  the next day (the official example uses ``24:59:59``, which PHP accepts that way). Full GNU date syntax
-  (``2 days ago`` and the like) is not supported.
+  24:59:59"``) is *refused*: hour 24 rolls over (the sandbox's date syntax reads it as PHP does), so it
+  ends 2020-12-26 00:59:59, 14:59:59 past one calendar year. The public record does not say how the API
+  itself treats its example; no leniency beyond the calendar year is invented.
+- Date arguments: ``RELATIVE_DATES`` (``today``, ``yesterday``, ``last_7_days``, ``this_month``,
+  ``last_month``) or "a custom time specified in GNU Date Input Syntax format". Reading them is not this
+  module's business: the pipeline never parses such values (it sends ISO 8601 instants with the user's
+  offset), so :func:`validate_export_request` takes the parser (``parse_date``) from its caller, the
+  development sandbox (:mod:`exportpipe.sandbox.gnudate`, which documents how each form resolves), and
+  no date parser ships in the Lambda layer.
 - Extra arguments: ``deleted`` / ``prospect_deleted`` take ``true``, ``false`` or ``all`` (JSON booleans
   are accepted too) and default to ``false``; ``prospect_only`` takes a boolean (or ``"true"``/``"false"``)
   and defaults to ``false``; ``type`` is a list of visitor activity type ids (integers or digit strings,
@@ -65,13 +64,12 @@ What the public record says and what was chosen here:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 __all__ = [
     "DELETED_VALUES",
@@ -82,6 +80,7 @@ __all__ = [
     "VISITOR_ACTIVITY_TYPES",
     "ArgKind",
     "ArgValue",
+    "DateParser",
     "ExportDefinition",
     "ExportRequest",
     "ExportRequestError",
@@ -92,7 +91,6 @@ __all__ = [
     "error_message",
     "lookup_object",
     "one_year_after",
-    "parse_date_argument",
     "validate_definition",
     "validate_export_request",
 ]
@@ -580,65 +578,13 @@ def lookup_object(name: str) -> PardotObject | None:
     return _OBJECTS_FOLDED.get(name.casefold())
 
 
-_DATE_RE: Final = re.compile(
-    r"""^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})
-        (?:[ T](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,6}))?)?
-           \s*(?P<z>Z|UTC|[+-]\d{2}:?\d{2})?)?$""",
-    re.VERBOSE,
-)
+class DateParser(Protocol):
+    """Resolves a procedure date argument (in the user's timezone ``tz``, relative to ``now``).
 
-
-def _start_of_day(day: date, tz: tzinfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=tz)
-
-
-def _zone(text: str) -> tzinfo:
-    if text in ("Z", "UTC"):
-        return UTC
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    hours, minutes = int(digits[:2]), int(digits[2:])
-    if hours > 23 or minutes > 59:
-        raise ValueError(f"invalid UTC offset {text!r}")
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
-
-
-def parse_date_argument(value: str, *, now: datetime, tz: tzinfo) -> datetime:
-    """Resolve a procedure date argument to an aware datetime.
-
-    ``now`` is the reference instant for the relative keywords, ``tz`` the user's timezone (used for the
-    keywords and for explicit dates without a zone). Raises ``ValueError`` for anything else.
+    Returns an aware datetime; raises ``ValueError`` for a value the API refuses (177).
     """
-    text = value.strip()
-    local_today = now.astimezone(tz).date()
-    if text == "today":
-        return _start_of_day(local_today, tz)
-    if text == "yesterday":
-        return _start_of_day(local_today - timedelta(days=1), tz)
-    if text == "last_7_days":
-        return _start_of_day(local_today - timedelta(days=7), tz)
-    if text == "this_month":
-        return _start_of_day(local_today.replace(day=1), tz)
-    if text == "last_month":
-        first = local_today.replace(day=1) - timedelta(days=1)
-        return _start_of_day(first.replace(day=1), tz)
-    match = _DATE_RE.match(text)
-    if match is None:
-        raise ValueError(f"{value!r} is not a supported date")
-    parts = match.groupdict()
-    hour = int(parts["h"] or 0)
-    minute, second = int(parts["mi"] or 0), int(parts["s"] or 0)
-    micro = int((parts["f"] or "0").ljust(6, "0"))
-    if hour > 24 or minute > 59 or second > 59:
-        raise ValueError(f"{value!r} has an invalid time of day")
-    zone = _zone(parts["z"]) if parts["z"] else tz
-    try:
-        day = date(int(parts["y"]), int(parts["mo"]), int(parts["d"]))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid calendar date") from exc
-    if hour == 24:
-        day, hour = day + timedelta(days=1), 0
-    return datetime(day.year, day.month, day.day, hour, minute, second, micro, tzinfo=zone)
+
+    def __call__(self, value: str, *, now: datetime, tz: tzinfo) -> datetime: ...
 
 
 def one_year_after(instant: datetime, tz: tzinfo) -> datetime:
@@ -689,11 +635,11 @@ def _type_ids(name: str, value: object) -> tuple[int, ...]:
     return tuple(sorted(set(ids)))
 
 
-def _date(name: str, value: object, now: datetime, tz: tzinfo) -> datetime:
+def _date(name: str, value: object, now: datetime, tz: tzinfo, parse_date: DateParser) -> datetime:
     if not isinstance(value, str):
         raise ExportRequestError(PardotErrorCode.INVALID_ARGUMENT, f"{name} must be a date string.")
     try:
-        return parse_date_argument(value, now=now, tz=tz)
+        return parse_date(value, now=now, tz=tz)
     except ValueError as exc:
         raise ExportRequestError(PardotErrorCode.INVALID_ARGUMENT, f"{name}: {exc}.") from exc
 
@@ -789,6 +735,7 @@ def validate_export_request(
     *,
     now: datetime,
     tz: tzinfo,
+    parse_date: DateParser,
     after_within_year_of_creation: bool = False,
 ) -> ExportRequest:
     """Validate an export request the way the API does and resolve its arguments.
@@ -796,7 +743,8 @@ def validate_export_request(
     ``now`` is the creation time of the export (the reference for relative dates, for an omitted
     ``*_before`` and for the one-year rules); ``tz`` is the user's timezone (dates without a zone, and the
     calendar the one-year rules count in: ``*_before`` at most :func:`one_year_after` ``*_after``, and
-    without ``*_before`` ``now`` at most that). ``fields=None`` selects every field; ``arguments=None``
+    without ``*_before`` ``now`` at most that); ``parse_date`` reads the date arguments (a
+    ``ValueError`` from it is a 177). ``fields=None`` selects every field; ``arguments=None``
     means no arguments. ``after_within_year_of_creation`` applies the creation-date rule to windows with
     a ``*_before`` too (the literal reading of the page; by default only an open window is held to it).
     Raises ``ExportRequestError`` with the Pardot code (177 for the one-year rules).
@@ -806,9 +754,9 @@ def validate_export_request(
         if required not in args:
             raise ExportRequestError(PardotErrorCode.MISSING_ARGUMENT, f"{required} is required.")
 
-    after = _date(procedure.after_arg, args[procedure.after_arg], now, tz)
+    after = _date(procedure.after_arg, args[procedure.after_arg], now, tz, parse_date)
     before = (
-        _date(procedure.before_arg, args[procedure.before_arg], now, tz)
+        _date(procedure.before_arg, args[procedure.before_arg], now, tz, parse_date)
         if procedure.before_arg in args
         else None
     )
