@@ -170,6 +170,7 @@ for _c, _d in ((b"[", 1), (b"A", 1), (b"]", -1), (b"{", _M), (b"O", _M), (b"}", 
 # Complete innermost containers (no bracket inside), each reduced to one mark before counting.
 _INNER_OBJECT = re.compile(rb"\{[^\[\]{}AO]*+\}")
 _INNER_ARRAY = re.compile(rb"\[[^\[\]{}AO]*+\]")
+_MARKS = re.compile(rb"vv+")
 _A, _O, _RA = ord("A"), ord("O"), ord("a")
 
 
@@ -252,10 +253,35 @@ class JsonChecker(FormatChecker):
         self._objects += skeleton.count(b"{") + skeleton.count(b"O") - skeleton.count(b"}")
 
     def _counted(self, skeleton: bytes) -> Counter[tuple[int, int]]:
-        """(character, nesting code after it) of every skeleton character, in one pass of C iterators."""
+        """(character, nesting code after it) of every skeleton character.
+
+        After the reduction only the edges of a chunk hold brackets (the closers of what an earlier
+        chunk opened, the openers of what a later one closes): those are walked in one pass of C
+        iterators; the run between them, all at one nesting code, is counted with ``bytes.count``.
+        """
+        if b"vv" in skeleton:  # a number leaves one mark per digit: one per value is enough
+            skeleton = _MARKS.sub(b"v", skeleton)
+        last_close = max(skeleton.rfind(b"]"), skeleton.rfind(b"}"))
+        first_open = min(
+            (at for at in (skeleton.find(c, last_close + 1) for c in (b"[", b"{", b"A", b"O")) if at >= 0),
+            default=len(skeleton),
+        )
+        head, middle, tail = (
+            skeleton[: last_close + 1],
+            skeleton[last_close + 1 : first_open],
+            skeleton[first_open:],
+        )
         start = self._arrays + _M * self._objects
-        codes = islice(accumulate(map(_DELTA.__getitem__, skeleton), initial=start), 1, None)
-        return Counter(zip(skeleton, codes, strict=False))
+        codes = list(accumulate(map(_DELTA.__getitem__, head), initial=start))
+        seen = Counter(zip(head, codes[1:], strict=True))
+        code = codes[-1]
+        for c in b",voa":
+            if n := middle.count(c):
+                seen[(c, code)] += n
+        seen.update(
+            zip(tail, islice(accumulate(map(_DELTA.__getitem__, tail), initial=code), 1, None), strict=False)
+        )
+        return seen
 
     def _count(self, chars: bytes, code: int) -> int:
         return sum(self._seen[(c, code)] for c in chars)
