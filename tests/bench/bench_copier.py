@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 
 def _chunks(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
-    block = (ROW * (chunk // len(ROW) + 1))[:chunk]
+    # Whole rows only (``total`` is a multiple of the row): the copier refuses a CSV cut mid-record.
+    block = ROW * (chunk // len(ROW))
     sent = 0
     while sent < total:
         piece = block[: min(chunk, total - sent)]
@@ -93,7 +94,7 @@ def main() -> int:
         tuning = CopyTuning(part_size=PART_MIB * MIB)
         results = []
         for size in SIZES_MIB:
-            total = size * MIB
+            total = size * MIB // len(ROW) * len(ROW)
             started = time.perf_counter()
             s3.upload_fileobj(
                 _PlainReader(_chunks(total)), "bench", f"plain{size}.csv", Config=tuning.transfer_config()

@@ -1,9 +1,15 @@
-"""Stream one result file into S3 with a SHA-256, a byte count and (for CSV) a record count.
+"""Stream one result file into S3 with a SHA-256, a byte count and a record count where the format has one.
 
 The upload is boto3's managed transfer (``upload_fileobj``): multipart above the threshold, parts
 uploaded on worker threads while the next part downloads, each part sent with its own SHA-256
 checksum, and the multipart upload aborted if anything fails. Memory is bounded by
 ``part_size × (max_concurrency + max_in_memory_upload_chunks)`` whatever the file's size.
+
+A file that ends early never lands: the stream is checked against its framing (an announced
+``Content-Length``; a chunked body that breaks surfaces from ``requests`` as an error) and against its
+format (:mod:`exportpipe.formats`: a CSV that ends inside quotes, JSON or XML that does not close, a
+ZIP without its central directory), at the end of the stream, before the last part reaches the
+transfer, so the upload is aborted and nothing is stored.
 """
 
 from __future__ import annotations
@@ -19,65 +25,47 @@ from requests.exceptions import ChunkedEncodingError, ConnectionError, ContentDe
 from urllib3.exceptions import ProtocolError
 
 from exportpipe.errors import DownloadIncompleteError
+from exportpipe.formats import FormatChecker, checker_for
 from exportpipe.jobs import ResultFile
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
 
 
-class CsvRecordCounter:
-    """Counts CSV records in a byte stream fed in arbitrary chunks.
-
-    A record ends at a newline outside quotes; a doubled quote inside a quoted field toggles the
-    quote state twice and so changes nothing. The header row is not a record.
-    """
-
-    def __init__(self) -> None:
-        self._in_quotes = False
-        self._newlines = 0
-        self._last: int | None = None
-        self._bytes = 0
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        self._bytes += len(chunk)
-        self._last = chunk[-1]
-        if b'"' not in chunk:
-            if not self._in_quotes:
-                self._newlines += chunk.count(b"\n")
-            return
-        # Pieces between quotes alternate outside/inside; count the outside ones in one C-level pass.
-        pieces = chunk.split(b'"')
-        outside = pieces[1::2] if self._in_quotes else pieces[0::2]
-        self._newlines += b"".join(outside).count(b"\n")
-        if len(pieces) % 2 == 0:  # an odd number of quotes flips the state
-            self._in_quotes = not self._in_quotes
-
-    @property
-    def records(self) -> int:
-        if self._bytes == 0:
-            return 0
-        lines = self._newlines + (0 if self._last == ord("\n") else 1)
-        return max(lines - 1, 0)
-
-
 class MeasuringReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks that hashes, counts, and checks the length.
+    """A read-only file over an iterator of byte chunks that hashes, counts, and checks the end.
 
     ``read(n)`` returns exactly ``n`` bytes until the end (the transfer manager treats a short read
-    as the last part). A stream that breaks, or ends before ``expected_length``, raises
-    DownloadIncompleteError, which makes the transfer abort the multipart upload.
+    as the last part). A stream that breaks, ends before ``expected_length``, or ends where its
+    format (``file_format``, the file extension: see :func:`exportpipe.formats.checker_for`) says
+    it is cut short, raises DownloadIncompleteError when the end is read, which is before the last
+    bytes are returned (a read looks one byte ahead): the transfer aborts the multipart upload and
+    nothing lands.
+    ``count_csv=True`` is the older spelling of ``file_format="csv"``.
     """
 
-    def __init__(self, chunks: Iterable[bytes], *, expected_length: int | None, count_csv: bool) -> None:
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_length: int | None,
+        file_format: str | None = None,
+        count_csv: bool = False,
+    ) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._buffer = bytearray()
         self._done = False
         self.sha256 = hashlib.sha256()
         self.bytes = 0
         self.expected_length = expected_length
-        self.counter = CsvRecordCounter() if count_csv else None
+        self.checker: FormatChecker | None = checker_for(
+            file_format if file_format is not None else ("csv" if count_csv else None)
+        )
+
+    @property
+    def records(self) -> int | None:
+        """The file's record count where its format counts them, else None."""
+        return self.checker.records if self.checker is not None else None
 
     def readable(self) -> bool:
         return True
@@ -91,14 +79,16 @@ class MeasuringReader(io.RawIOBase):
                 raise DownloadIncompleteError(
                     f"download ended after {self.bytes} of {self.expected_length} bytes"
                 ) from None
+            if self.checker is not None:
+                self.checker.finish()
             return False
         except (ChunkedEncodingError, ConnectionError, ContentDecodingError, ProtocolError) as exc:
             raise DownloadIncompleteError(f"download broke after {self.bytes} bytes: {exc}") from exc
         if chunk:
             self.sha256.update(chunk)
             self.bytes += len(chunk)
-            if self.counter is not None:
-                self.counter.feed(chunk)
+            if self.checker is not None:
+                self.checker.feed(chunk)
             self._buffer += chunk
         return True
 
@@ -109,7 +99,9 @@ class MeasuringReader(io.RawIOBase):
             out = bytes(self._buffer)
             self._buffer.clear()
             return out
-        while len(self._buffer) < size and not self._done:
+        # One byte more than asked for (or the end): the last bytes of the stream are never handed on
+        # before the end was read and checked, even when the size is a multiple of ``size``.
+        while len(self._buffer) <= size and not self._done:
             self._pull()
         out = bytes(self._buffer[:size])
         del self._buffer[:size]
@@ -145,12 +137,19 @@ def stream_to_s3(
     key: str,
     content_type: str,
     expected_length: int | None,
-    count_csv: bool,
+    file_format: str | None = None,
+    count_csv: bool = False,
     tuning: CopyTuning | None = None,
 ) -> ResultFile:
-    """Upload the stream to ``s3://bucket/key``; verify the stored size; return what the manifest lists."""
+    """Upload the stream to ``s3://bucket/key``; verify the stored size; return what the manifest lists.
+
+    ``file_format`` (the file extension) picks the end-of-file check and the record count; a format
+    without a checker is uploaded unchecked, with ``records`` None.
+    """
     tuning = tuning or CopyTuning()
-    reader = MeasuringReader(chunks, expected_length=expected_length, count_csv=count_csv)
+    reader = MeasuringReader(
+        chunks, expected_length=expected_length, file_format=file_format, count_csv=count_csv
+    )
     config = tuning.transfer_config()
     # Bound the non-seekable upload's read-ahead buffer (s3transfer default: 10 parts).
     config.max_in_memory_upload_chunks = tuning.max_in_memory_chunks
@@ -171,6 +170,6 @@ def stream_to_s3(
         key=key,
         bytes=reader.bytes,
         sha256=digest.hex(),
-        records=reader.counter.records if reader.counter is not None else None,
+        records=reader.records,
         content_type=content_type,
     )

@@ -3,7 +3,9 @@
 A sandbox is an in-process emulator of one upstream API. It sees plain :class:`Request` objects and
 answers :class:`Response` objects; :class:`SandboxServer` puts it behind a real HTTP/1.1 server on
 127.0.0.1 (stdlib ``ThreadingHTTPServer``, daemon threads) so clients are exercised over real sockets:
-Content-Length on every response (so truncation is detectable), keep-alive, streamed bodies.
+keep-alive, streamed bodies, and each response framed as real servers frame them (``Response.framing``):
+``Content-Length`` (the default), ``Transfer-Encoding: chunked``, or close-delimited (neither header;
+the body ends when the server closes the connection), each optionally cut short.
 
 Development only: never shipped to Lambda; standard library plus the ``exportpipe`` package.
 """
@@ -26,12 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
+    "FRAMINGS",
     "SANDBOXES",
     "Clock",
+    "Framing",
     "Headers",
     "LogEntry",
     "Request",
@@ -176,13 +180,23 @@ class Request:
         return (user, secret) if sep else None
 
 
+#: How a response body is delimited on the wire (RFC 9112 §6): ``length`` announces Content-Length,
+#: ``chunked`` sends Transfer-Encoding: chunked, ``close`` sends neither and closes the connection
+#: after the body.
+Framing = Literal["length", "chunked", "close"]
+FRAMINGS: tuple[Framing, ...] = ("length", "chunked", "close")
+
+
 @dataclass
 class Response:
     """What a sandbox answers.
 
-    ``body`` is bytes or an iterable of byte chunks (streamed); a streamed body needs ``content_length``.
-    ``truncate_after`` makes the server announce the full length but send only that many body bytes and
-    then close the connection. ``on_close`` callbacks run once the body was sent (or sending failed).
+    ``body`` is bytes or an iterable of byte chunks (streamed); a streamed body framed by length needs
+    ``content_length``. ``framing`` delimits the body (see :data:`Framing`). ``truncate_after`` sends
+    only that many body bytes and then closes the connection: with ``length`` framing the full length
+    is announced; ``chunked`` announces the chunk under way in full and never sends the last chunk
+    (a cut at a chunk boundary when the budget ends there); ``close`` just closes, which a client
+    cannot tell from the end. ``on_close`` callbacks run once the body was sent (or sending failed).
     """
 
     status: int = 200
@@ -190,6 +204,7 @@ class Response:
     body: bytes | Iterable[bytes] = b""
     content_length: int | None = None
     truncate_after: int | None = None
+    framing: Framing = "length"
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -405,28 +420,45 @@ class _Handler(BaseHTTPRequestHandler):
             response.close()
 
     def _write(self, response: Response, *, head_only: bool) -> None:
-        length = response.length()
+        framing = response.framing
+        ends_with_close = framing == "close" or response.truncate_after is not None
         self.send_response(response.status)
         for name, value in response.headers.items():
-            if name.lower() not in ("content-length", "connection"):
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(length))
-        if response.truncate_after is not None:
+        if framing == "length":
+            self.send_header("Content-Length", str(response.length()))
+        elif framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        if ends_with_close:
             self.send_header("Connection", "close")
         self.end_headers()
         if head_only:
+            if ends_with_close:
+                self.close_connection = True
             return
         budget = response.truncate_after
+        cut = False
         for chunk in response.chunks():
+            if not chunk:
+                continue
+            announced = len(chunk)
             if budget is not None:
                 chunk = chunk[:budget]
                 budget -= len(chunk)
-            if chunk:
+                cut = budget <= 0
+            if framing == "chunked" and chunk:
+                self.wfile.write(f"{announced:x}\r\n".encode() + chunk)
+                if len(chunk) == announced:
+                    self.wfile.write(b"\r\n")
+            elif chunk:
                 self.wfile.write(chunk)
-            if budget is not None and budget <= 0:
+            if cut:
                 break
+        if framing == "chunked" and not cut:
+            self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
-        if response.truncate_after is not None:
+        if ends_with_close:
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

@@ -171,8 +171,14 @@ Downloads
     Storage answers 400 (S3's ``InvalidArgument``, XML) to any request carrying ``Authorization`` or
     ``Pardot-Business-Unit-Id``, 403 to a bad or expired signature (``signed_url_ttl``), 404 once the
     export expired. Storage requests do not count as API calls.
-  - ``truncate_downloads``: the full Content-Length is announced, half the body is sent, the connection
-    is closed.
+  - ``download_framing`` (storage answers too): ``"length"`` (default) announces ``Content-Length``;
+    ``"chunked"`` sends ``Transfer-Encoding: chunked``; ``"close"`` sends neither and closes the
+    connection after the body. The public record does not say which one Pardot or its storage uses
+    [U]; servers in front of object storage send any of them, so a client must handle all three.
+  - ``truncate_downloads``: half the body is sent, then the connection is closed. With ``"length"``
+    the full Content-Length was announced; with ``"chunked"`` the chunk under way was announced in
+    full and the last chunk never comes; with ``"close"`` the close looks like the end of the body
+    (only the file's format can tell, and only where the cut falls inside a record).
   - ``fail_requests(status, times, path_prefix)``: the next matching requests answer that status with an
     HTML body, before any other check (a load balancer's error page).
 
@@ -198,7 +204,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
-from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
+from exportpipe.sandbox.base import Clock, Framing, Request, Response, Sandbox
 from exportpipe.sandbox.gnudate import parse_date_argument
 from exportpipe.sources.pardot_catalog import (
     VISITOR_ACTIVITY_TYPES,
@@ -435,6 +441,7 @@ class PardotSandbox(Sandbox):
         line_terminator: str = "\n",
         redirect_downloads: bool = False,
         truncate_downloads: bool = False,
+        download_framing: Framing = "length",
         signed_url_ttl: float = 300.0,
     ) -> None:
         super().__init__(clock=clock)
@@ -461,6 +468,7 @@ class PardotSandbox(Sandbox):
         self.line_terminator = line_terminator
         self.redirect_downloads = redirect_downloads
         self.truncate_downloads = truncate_downloads
+        self.download_framing: Framing = download_framing
         self.signed_url_ttl = signed_url_ttl
 
         self.org_id = "00D8b0000000SbXEAU"
@@ -1059,6 +1067,7 @@ class PardotSandbox(Sandbox):
             self._csv_chunks(request, file.records, zone, terminator),
             content_length=length,
             truncate_after=truncate,
+            framing=self.download_framing,
         )
 
     def _sign(self, path: str, expires: int) -> str:

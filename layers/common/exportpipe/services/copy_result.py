@@ -245,7 +245,7 @@ def _copy_one(
                 key=key,
                 content_type=client.content_type,
                 expected_length=stream.content_length,
-                count_csv=client.count_records,
+                file_format=client.file_format,
                 tuning=tuning,
             )
     except UpstreamUnavailableError:

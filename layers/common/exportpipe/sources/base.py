@@ -41,6 +41,9 @@ class ResultStream:
 class SourceClient(Protocol):
     source: str
     file_extension: str
+    # What the copier checks each result file against and counts its records by: a name in
+    # exportpipe.formats.CHECKERS (the extension, or a dialect of it such as "csv-terminated").
+    file_format: str
     content_type: str
     count_records: bool
 

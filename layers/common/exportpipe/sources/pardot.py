@@ -101,6 +101,9 @@ _tokens: dict[tuple[str, str, str], str] = {}
 class PardotClient:
     source = "pardot"
     file_extension = "csv"
+    # Every row ends with a line break (PHP's fputcsv; the sandbox's reading of the [U] format), so
+    # a file that does not end with one was cut, even where the cut left whole fields.
+    file_format = "csv-terminated"
     content_type = "text/csv"
     count_records = True
 
