@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 PARDOT_KNOBS = (
     "redirect_downloads",
     "truncate_downloads",
+    "download_framing",
     "file_count",
     "record_fill",
     "processing_seconds",
