@@ -461,9 +461,8 @@ class XmlChecker(FormatChecker):
                 if self._root is None:
                     raise self._incomplete("it ends before the root element's start tag is complete")
                 self._head_done = True  # the root tag was read; its children could not be
-        if self._unchecked:
+        if self._unchecked or self._root is None:  # no root: _read_head refused it already
             return
-        assert self._root is not None
         root = _n(self._root)
         tail, base = self._tail, self.bytes - len(self._tail)
         if self._root_empty:
