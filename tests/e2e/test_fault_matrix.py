@@ -392,7 +392,7 @@ class Matrix:
     def observe(self, run: Run) -> Tally:
         jobs = self.settle(run)
         tally = Tally()
-        fresh = self.drain(wait_seconds=0.5)
+        fresh = self.drain(wait_seconds=0.1)  # moto delivers bus -> queue within put_events
         ids = {j.job_id for j in jobs}
         events = [e for e in self.events if e.get("detail", {}).get("job_id") in ids]
         self._judge_jobs(run, jobs, events, tally)
@@ -679,11 +679,17 @@ class Pause:
         self.client, self.operation, self.match = client, operation, match
         self.reached, self._go = threading.Event(), threading.Event()
         self._used = threading.Lock()
+        self.skip_first = False  # let the first matching call through, hold the second
 
     def _hook(self, params: dict[str, Any], **_: Any) -> None:
-        if self.match(params) and self._used.acquire(blocking=False):
+        if not self.match(params):
+            return
+        if self.skip_first:
+            self.skip_first = False
+            return
+        if self._used.acquire(blocking=False):
             self.reached.set()
-            assert self._go.wait(60), "the paused call was never released"
+            assert self._go.wait(90), "the paused call was never released"
 
     def go(self) -> None:
         self._go.set()
@@ -856,25 +862,40 @@ def _s3_error_in_a_multipart_upload(run: Run) -> None:
 
 @scenario("copy-lambda-timeout")
 def _copy_lambda_times_out_mid_file(run: Run) -> None:
-    # one file of ~9 MB: 5.5 MiB come at once (the first part is uploaded), then the rest trickles
-    # for longer than the copy's 13 s (Lambda answers Sandbox.Timedout, Step Functions retries while
-    # the first handler runs on); the retry takes the job over once the first invocation's time is up
+    # One file of ~9 MB: 5.5 MiB come at once (its first part is uploaded), then the rest trickles for
+    # longer than what is left of the copy's 13 s: Lambda answers Sandbox.Timedout, Step Functions
+    # retries, and the retry takes the job over once the first invocation's time is up, while the
+    # first handler runs on. That zombie's next upload call (its second part) is held until the
+    # retry has delivered, so it always comes after the takeover, however fast this machine is.
     run.pardot.file_count = 1
     run.pardot.record_fill = 0.9
-    run.pardot.trickle_requests(12, times=1, path_prefix="/storage/", after_bytes=int(5.5 * MIB))
+    run.pardot.trickle_requests(COPY_TIMEOUT, times=1, path_prefix="/storage/", after_bytes=int(5.5 * MIB))
+    s3 = aws_clients().s3
+    first_upload: list[str] = []
+
+    def created(parsed: dict[str, Any], **_: Any) -> None:
+        if not first_upload and parsed.get("UploadId"):
+            first_upload.append(str(parsed["UploadId"]))
+
+    zombie = Pause(s3, "UploadPart", lambda p: bool(first_upload) and p.get("UploadId") == first_upload[0])
+    zombie.skip_first = True  # its first part goes through; the one after the trickle is held
     previous = run.stack.set_function_timeout("CopyResultFunction", COPY_TIMEOUT)
     try:
-        started = run.start(
-            run.big_definition(), window={"start": "2026-11-24T00:00:00Z", "end": "2026-11-24T07:00:00Z"}
-        )
-        run.matrix.settle(run)
+        with hooked(s3, "after-call.CreateMultipartUpload", created), zombie.armed():
+            started = run.start(
+                run.big_definition(), window={"start": "2026-11-24T00:00:00Z", "end": "2026-11-24T07:00:00Z"}
+            )
+            run.wait_job(started["job_id"], lambda j: j.status in TERMINAL, timeout=SETTLE_SECONDS)
+            zombie.go()
+            run.matrix.settle(run)
     finally:
         run.stack.set_function_timeout("CopyResultFunction", previous)
     timed_out = [i for i in run.invocations() if i.timed_out]
     run.check(len(timed_out) == 1, f"expected one timed-out copy, got {len(timed_out)}")
+    run.check(bool(timed_out) and timed_out[0].error is not None, "the zombie copy did not fail")
     copies = [t for t in run.job(started["job_id"]).history if t.status is JobStatus.COPYING]
     run.check(len(copies) >= 2, "the retried copy did not take the job over")
-    run.check(run.saw("trickle"), "the download was not slow")
+    run.check(run.saw("trickle") and zombie.reached.is_set(), "the download was not slow, or no zombie")
 
 
 @scenario("two-copies-race")
