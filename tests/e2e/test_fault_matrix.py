@@ -42,6 +42,38 @@ fails on any non-zero counter (or on a check of its own, e.g. that a copy resume
 restarted). The last tests plant a defect (one guarantee monkeypatched away) and show the counters
 catch it.
 
+The scenarios (every download goes through the signed storage URL):
+
+  ======================== ==========================================================================
+  baseline                 no fault (the control)
+  upstream-5xx-burst       a 502 on the create (the job waits REQUESTED, its workflow creates it),
+                           two 503s on the download
+  429-retry-after          a 429 with ``Retry-After: 5`` on the first read: the wait must be the
+                           workflow's (no Lambda sleeps it), and honoured
+  reset-mid-download       the 2nd file's connection reset (RST) after 2000 bytes: only it is fetched again
+  reset-before-response    every storage connection reset before an answer: the job fails, its
+                           reason quoting the error
+  short-body               the 2nd file stops short of its Content-Length once: only it is fetched again
+  slow-past-timeout        one storage answer held past the client's read timeout
+  s3-error-mid-multipart   two files over the 5 MiB part; S3 refuses the 2nd file's 2nd part
+  copy-lambda-timeout      the copy times out (13 s) mid-file during a slow download; Step Functions
+                           retries; the zombie's next upload is held until the retry delivered
+  two-copies-race          a second copy invoked while the first is held at its first upload
+  recorder-vs-commit       the failure recorder runs while the copy is held before its manifest
+  recorder-before-commit   the failure recorder fails the job while the copy is held before file 2
+  schedule-fired-twice     the template's schedule fired twice at once, then again after the delivery
+  ddb-conditional-conflict two starts of one definition (different ticks) racing at the conditional write
+  eventbridge-put-fails    the ``Export Delivered`` put answers FailedEntryCount 1, once
+  expires-before-copy      the export expires while its copy is about to start: re-exported
+  state-goes-backwards     Complete, then Processing on the next read (downloads refused meanwhile)
+  ======================== ==========================================================================
+
+For the module, two gaps of moto (which the local stack runs) are closed where they would make a
+scenario test the emulator instead of the pipeline: UploadPart of an aborted upload answers S3's
+404 ``NoSuchUpload`` (moto: a 500 that botocore retries for seconds), and moto's request-id stamping
+no longer cuts a DynamoDB item holding two XML error texts. moto's DynamoDB takes no lock, so racing
+writes are let through one at a time, as DynamoDB applies them (``racing_creates``).
+
 Adding a scenario is one decorated function: ``@scenario("name")`` on ``def _(run: Run) -> None``
 that arms its fault and starts its export(s) through ``run`` (``run.definition()``, ``run.start()``);
 everything else — waiting, invariants, counters, the summary line — is shared. Later sources add
