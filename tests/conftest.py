@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,10 @@ PARDOT_KNOBS = (
     "processing_seconds",
     "after_within_year_of_creation",
 )
+
+# The fault matrix (tests/e2e/test_fault_matrix.py) puts its one-line summary here; the terminal
+# summary prints it, so it stays in `make test`'s output whatever pytest captured.
+FAULT_MATRIX = pytest.StashKey[Callable[[], str]]()
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -69,3 +73,9 @@ def ground_truth(sandbox: PardotSandbox, job: Job) -> list[dict[str, str]]:
         fields=d.get("fields"),
         as_of=sandbox.export_created_at(int(job.upstream_id or 0)),
     )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    summary = config.stash.get(FAULT_MATRIX, None)
+    if summary is not None:
+        terminalreporter.write_line(summary())

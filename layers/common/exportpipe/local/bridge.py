@@ -5,8 +5,14 @@ bridge replaces that one method: it finds the function by name, imports the hand
 names (``CodeUri`` + ``Handler``: ``functions/<name>/`` + ``app.lambda_handler``) from its file, the
 way Lambda loads ``app`` from ``/var/task``, under a module name of its own per function, calls it
 with the JSON event and a Lambda-like context, and answers the way Lambda does, including
-``FunctionError`` on an exception. ``Event`` invocations run on a thread. Handlers run on moto's
-request threads, concurrently, exactly as they would in parallel Lambda sandboxes.
+``FunctionError`` on an exception. ``Event`` invocations run on a thread. Handlers run
+concurrently, exactly as they would in parallel Lambda sandboxes, each on a thread of its own.
+
+The function's ``Timeout`` is enforced as Lambda does: an invocation still running when it is up is
+answered as timed out (``errorType`` ``Sandbox.Timedout``, the message Lambda writes), which is what
+Step Functions sees and retries. The handler itself is not stopped (Python threads cannot be): it
+goes on like a zombie, as a Lambda sandbox's in-flight requests still reach their services after the
+timeout. :meth:`LambdaBridge.join_timed_out` waits for such zombies.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +82,9 @@ class Invocation:
     result: Any = None
     error: str | None = None
     seconds: float = 0.0
+    # answered Sandbox.Timedout at ``seconds``; the handler may still be running, and result / error
+    # then become what it ends with
+    timed_out: bool = False
 
 
 class LambdaBridge:
@@ -87,6 +97,7 @@ class LambdaBridge:
         self._original: Any = None
         self.invocations: list[Invocation] = []
         self._threads: list[threading.Thread] = []
+        self._timed_out: list[threading.Thread] = []
 
     def register(self, spec: FunctionSpec) -> None:
         self._functions[spec.name] = spec
@@ -126,14 +137,57 @@ class LambdaBridge:
             self._original = None
         for t in self._threads:
             t.join(timeout=30)
+        self.join_timed_out(timeout=30)
+
+    def join_timed_out(self, timeout: float) -> bool:
+        """Wait until the handlers of timed-out invocations have ended; False if one still runs."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            zombies = list(self._timed_out)
+        for t in zombies:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._timed_out = [t for t in self._timed_out if t.is_alive()]
+            return not self._timed_out
 
     def call(self, name: str, event: Any) -> tuple[bytes, bool]:
-        """Run the handler; return (JSON payload, failed) the way Lambda's Invoke API does."""
+        """Run the handler within the function's timeout; return (JSON payload, failed) the way
+        Lambda's Invoke API does."""
         spec = self._functions[name]
+        context = LambdaContext(spec)
         record = Invocation(function=spec.logical_id, event=event)
-        started = time.monotonic()
+        answered: list[tuple[bytes, bool]] = []
+        done = threading.Event()
+
+        def run() -> None:
+            started = time.monotonic()
+            outcome = self._run(name, event, context, record)
+            with self._lock:  # the answer, or (if it came too late) nothing: the caller was told
+                if not record.timed_out:
+                    record.seconds = time.monotonic() - started
+                    self.invocations.append(record)
+                    answered.append(outcome)
+                    done.set()
+
+        worker = threading.Thread(target=run, name=f"lambda-{spec.logical_id}", daemon=True)
+        worker.start()
+        if done.wait(spec.timeout_seconds):
+            return answered[0]
+        with self._lock:
+            if done.is_set():  # it ended just now
+                return answered[0]
+            record.timed_out = True
+            record.error = f"Sandbox.Timedout after {spec.timeout_seconds} s"
+            record.seconds = float(spec.timeout_seconds)
+            self.invocations.append(record)
+            self._timed_out.append(worker)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        message = f"{stamp} {context.aws_request_id} Task timed out after {spec.timeout_seconds:.2f} seconds"
+        return json.dumps({"errorMessage": message, "errorType": "Sandbox.Timedout"}).encode(), True
+
+    def _run(self, name: str, event: Any, context: LambdaContext, record: Invocation) -> tuple[bytes, bool]:
         try:
-            result = self._handlers[name](event, LambdaContext(spec))
+            result = self._handlers[name](event, context)
             record.result = result
             return json.dumps(result).encode(), False
         except Exception as exc:  # any handler error becomes a Lambda function error, as in AWS
@@ -148,7 +202,3 @@ class LambdaBridge:
                 ).encode(),
                 True,
             )
-        finally:
-            record.seconds = time.monotonic() - started
-            with self._lock:
-                self.invocations.append(record)

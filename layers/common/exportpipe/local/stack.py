@@ -1,7 +1,9 @@
 """LocalStack: the whole application on one machine, derived from ``template.yaml``.
 
 - moto's server on a free loopback port, with Step Functions executing the real ASL file
-  (``stepfunctions.execute_state_machine``) and Lambda bridged in-process to the real handlers;
+  (``stepfunctions.execute_state_machine``) and Lambda bridged in-process to the real handlers, each
+  function's ``Timeout`` enforced as Lambda does (``function_timeouts={"CopyResultFunction": 12}``
+  or :meth:`LocalStack.set_function_timeout` gives a function a shorter one for a test);
 - the template's buckets, tables, queues, event buses, functions, state machines and schedules created in it,
   with each function's environment (Globals merged, Refs resolved to the local resources);
 - the source sandboxes, and a Secrets Manager secret per source holding the sandbox's credentials;
@@ -160,6 +162,7 @@ class LocalStack:
         stack_name: str = "exportpipe-local",
         log_level: str | None = None,
         execute_workflows: bool = True,
+        function_timeouts: Mapping[str, int] | None = None,
     ) -> None:
         self.template = Template.load(template if template is not None else find_template())
         self.stack_name = stack_name
@@ -167,6 +170,10 @@ class LocalStack:
         self._sandbox_apps = dict(sandboxes) if sandboxes is not None else _default_sandboxes()
         self._log_level = log_level
         self._execute_workflows = execute_workflows
+        # the template's Timeout of these functions (logical ids), replaced for tests; the bridge
+        # enforces whichever applies, as Lambda does (see set_function_timeout)
+        self._function_timeouts = dict(function_timeouts or {})
+        self._template_timeouts: dict[str, int] = {}
         self._saved_env: dict[str, str | None] = {}
         self._moto: ThreadedMotoServer | None = None
         self._sandbox_servers: dict[str, SandboxServer] = {}
@@ -402,6 +409,9 @@ class LocalStack:
             self.client("events").create_event_bus(Name=self.refs[logical_id])
             self._subscribe_consumer(self.refs[logical_id])
         routes: list[Route] = []
+        unknown = set(self._function_timeouts) - set(tpl.of_type("AWS::Serverless::Function"))
+        if unknown:
+            raise TemplateError(f"function_timeouts names functions the template lacks: {sorted(unknown)}")
         for logical_id in tpl.of_type("AWS::Serverless::Function"):
             routes += self._create_function(logical_id, resolver, role_arn)
         for logical_id, res in tpl.of_type("AWS::Serverless::StateMachine").items():
@@ -540,7 +550,7 @@ class LocalStack:
             arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
             source_file=code_dir / f"{module_file.replace('.', '/')}.py",
             attribute=attribute,
-            timeout_seconds=int(props.get("Timeout", 3)),
+            timeout_seconds=self._function_timeouts.get(logical_id, int(props.get("Timeout", 3))),
             memory_mb=int(props.get("MemorySize", 128)),
             environment=env,
         )
@@ -557,6 +567,7 @@ class LocalStack:
         )
         self.bridge.register(spec)
         self.functions[logical_id] = spec
+        self._template_timeouts[logical_id] = int(props.get("Timeout", 3))
         routes = []
         for event_id, event in (props.get("Events") or {}).items():
             ev_props = resolver.resolve(event.get("Properties", {}))
@@ -619,6 +630,19 @@ class LocalStack:
             .replace("<aws.scheduler.attempt-number>", str(attempt))
         )
         return self.invoke_function_name(sched.target_function, json.loads(payload))
+
+    def set_function_timeout(self, logical_id: str, seconds: int | None) -> int:
+        """Give a function another ``Timeout`` (whole seconds, as Lambda's) from its next invocation
+        on, or its template's again with None; returns the timeout it had. The bridge answers an
+        invocation that outlives it ``Sandbox.Timedout``, as Lambda does, while the handler runs on."""
+        spec = self.functions[logical_id]
+        previous = spec.timeout_seconds
+        timeout = self._template_timeouts[logical_id] if seconds is None else int(seconds)
+        if timeout < 1:
+            raise ValueError("a Lambda timeout is at least 1 second")
+        self.client("lambda").update_function_configuration(FunctionName=spec.name, Timeout=timeout)
+        spec.timeout_seconds = timeout
+        return previous
 
     def invoke(self, logical_id: str, event: Any) -> dict[str, Any]:
         return self.invoke_function_name(self.functions[logical_id].name, event)

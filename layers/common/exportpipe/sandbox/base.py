@@ -18,6 +18,7 @@ import importlib
 import json
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -249,6 +250,7 @@ class LogEntry:
 
     ``received`` is ``time.monotonic()`` when the sandbox got the request: real elapsed time (not the
     sandbox clock, which tests freeze and move), to check how long a client waited between calls.
+    ``disruption`` names the wire misbehaviour the response was given, if any.
     """
 
     method: str
@@ -258,6 +260,7 @@ class LogEntry:
     headers: Headers
     host: str
     received: float = 0.0
+    disruption: str | None = None  # "reset", "truncate", "delay" or "trickle" when one was applied
 
 
 @dataclass
@@ -265,6 +268,31 @@ class _Fault:
     status: int
     remaining: int
     path_prefix: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Disruption:
+    """A misbehaviour of the next ``remaining`` matching responses (see :meth:`Sandbox.reset_requests`
+    and its siblings)."""
+
+    kind: str  # "reset", "truncate", "delay" or "trickle"
+    remaining: int
+    matches: Callable[[str], bool]
+    after_bytes: int = 0
+    seconds: float = 0.0
+    before_response: bool = False
+
+
+class _ResetConnection(Exception):
+    """Raised from a response body to make the server reset the connection (TCP RST) right there."""
+
+
+# How long a reset waits after the last bytes it sends, so the client has read the headers and those
+# bytes before the RST arrives (a peer's RST discards what the receiver has not read yet).
+_RESET_GRACE_SECONDS = 0.3
+# A trickled body goes out in a slice every this many seconds.
+_TRICKLE_STEP_SECONDS = 0.1
 
 
 class Sandbox(ABC):
@@ -276,6 +304,14 @@ class Sandbox(ABC):
     500. :meth:`attach` tells the sandbox the origin it is served at; :meth:`close` (called when the
     server stops) lets a sandbox stop background work such as webhook deliveries.
     ``fault_path_prefix`` is the path prefix :meth:`fail_requests` matches by default (the API's root).
+
+    Besides error answers, the next matching *successful* responses can misbehave on the wire, once
+    per ``times``: :meth:`reset_requests` (the connection is reset mid-body), :meth:`truncate_requests`
+    (the body stops short of its Content-Length, clean close), :meth:`delay_requests` (the answer
+    comes late: a client with a shorter read timeout gives up first) and :meth:`trickle_requests`
+    (the body comes slowly, a little at a time, so no read timeout fires). They match ``path_prefix``
+    (default: the class's ``fault_path_prefix``) or a ``match`` predicate on the path; a response
+    that matches none is sent as it is. :meth:`clear_faults` forgets what is still queued.
     """
 
     source: ClassVar[str] = ""
@@ -288,6 +324,7 @@ class Sandbox(ABC):
         self._log: list[LogEntry] = []
         self._faults_lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self._disruptions: list[_Disruption] = []
 
     # ---- to implement ----------------------------------------------------------------------------
 
@@ -316,15 +353,135 @@ class Sandbox(ABC):
             raise RuntimeError("the sandbox is not attached to a server yet")
         return {"source": self.source, "base_url": self.base_url, "credentials": self.credentials()}
 
-    def fail_requests(self, status: int = 503, times: int = 1, path_prefix: str | None = None) -> None:
+    def fail_requests(
+        self,
+        status: int = 503,
+        times: int = 1,
+        path_prefix: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         """Make the next ``times`` requests under ``path_prefix`` answer ``status`` before any check.
 
-        The answer is an HTML error page (what a load balancer in front of the API sends); the default
-        prefix is the class's ``fault_path_prefix``. Faults queued earlier are used up first.
+        The answer is an HTML error page (what a load balancer in front of the API sends) with
+        ``headers`` added (e.g. ``{"Retry-After": "120"}`` on a 429 or 503); the default prefix is the
+        class's ``fault_path_prefix``. Faults queued earlier are used up first.
         """
         prefix = self.fault_path_prefix if path_prefix is None else path_prefix
         with self._faults_lock:
-            self._faults.append(_Fault(status, times, prefix))
+            self._faults.append(_Fault(status, times, prefix, dict(headers or {})))
+
+    def reset_requests(
+        self,
+        after_bytes: int = 0,
+        times: int = 1,
+        path_prefix: str | None = None,
+        *,
+        before_response: bool = False,
+        match: Callable[[str], bool] | None = None,
+    ) -> None:
+        """The next ``times`` matching successful responses send their headers and ``after_bytes``
+        body bytes, then the connection is reset (TCP RST, as a crashed peer or a middlebox dropping
+        the flow sends): the client reads ``ECONNRESET``, not a clean end. ``before_response``: the
+        request is read and the connection reset before anything is answered (logged with status 0)."""
+        self._disrupt("reset", times, path_prefix, match, after_bytes=after_bytes, before=before_response)
+
+    def truncate_requests(
+        self,
+        after_bytes: int = 0,
+        times: int = 1,
+        path_prefix: str | None = None,
+        *,
+        match: Callable[[str], bool] | None = None,
+    ) -> None:
+        """The next ``times`` matching successful responses announce their full Content-Length but
+        send only ``after_bytes`` body bytes, then close the connection cleanly (FIN)."""
+        self._disrupt("truncate", times, path_prefix, match, after_bytes=after_bytes)
+
+    def delay_requests(
+        self,
+        seconds: float,
+        times: int = 1,
+        path_prefix: str | None = None,
+        *,
+        match: Callable[[str], bool] | None = None,
+    ) -> None:
+        """The next ``times`` matching successful responses are held ``seconds`` before their status
+        line is sent (a slow upstream): a client whose read timeout is shorter gives up first, and the
+        late answer then goes to a closed connection."""
+        self._disrupt("delay", times, path_prefix, match, seconds=seconds)
+
+    def trickle_requests(
+        self,
+        seconds: float,
+        times: int = 1,
+        path_prefix: str | None = None,
+        *,
+        after_bytes: int = 0,
+        match: Callable[[str], bool] | None = None,
+    ) -> None:
+        """The next ``times`` matching successful responses send their first ``after_bytes`` body bytes
+        at full speed and the rest spread evenly over ``seconds`` (a slice every 0.1 s): a slow
+        download during which every read gets data, so no read timeout fires."""
+        self._disrupt("trickle", times, path_prefix, match, after_bytes=after_bytes, seconds=seconds)
+
+    def clear_faults(self) -> None:
+        """Forget every queued fault and disruption that was not used up."""
+        with self._faults_lock:
+            self._faults.clear()
+            self._disruptions.clear()
+
+    def _disrupt(
+        self,
+        kind: str,
+        times: int,
+        path_prefix: str | None,
+        match: Callable[[str], bool] | None,
+        *,
+        after_bytes: int = 0,
+        seconds: float = 0.0,
+        before: bool = False,
+    ) -> None:
+        if after_bytes < 0 or seconds < 0 or times < 1:
+            raise ValueError("after_bytes and seconds must not be negative, times must be positive")
+        if match is None:
+            prefix = self.fault_path_prefix if path_prefix is None else path_prefix
+            match = lambda path: path.startswith(prefix)  # noqa: E731
+        elif path_prefix is not None:
+            raise ValueError("give either path_prefix or match, not both")
+        with self._faults_lock:
+            self._disruptions.append(_Disruption(kind, times, match, after_bytes, seconds, before))
+
+    def _take_disruption(self, path: str, response: Response) -> _Disruption | None:
+        """The disruption a successful response to ``path`` gets, or None (uses one up)."""
+        if not 200 <= response.status < 300:
+            return None
+        with self._faults_lock:
+            for disruption in self._disruptions:
+                if disruption.remaining > 0 and disruption.matches(path):
+                    disruption.remaining -= 1
+                    break
+            else:
+                return None
+            self._disruptions = [d for d in self._disruptions if d.remaining > 0]
+        return disruption
+
+    @staticmethod
+    def _apply(disruption: _Disruption, response: Response) -> Response:
+        """Make ``response`` misbehave as ``disruption`` says (the delay is slept here)."""
+        if disruption.kind == "delay":
+            time.sleep(disruption.seconds)
+            return response
+        if disruption.kind == "truncate":
+            response.truncate_after = min(disruption.after_bytes, response.length())
+            return response
+        original = response.body
+        response.content_length = response.length()
+        source = iter([bytes(original)]) if isinstance(original, bytes | bytearray) else iter(original)
+        if disruption.kind == "reset":
+            response.body = _reset_after(source, disruption.after_bytes)
+        else:
+            response.body = _trickle(source, disruption.after_bytes, disruption.seconds, response.length())
+        return response
 
     def _take_fault(self, path: str) -> Response | None:
         """The injected error page for a request to ``path``, or ``None`` (uses one fault up)."""
@@ -332,34 +489,44 @@ class Sandbox(ABC):
             for fault in self._faults:
                 if fault.remaining > 0 and path.startswith(fault.path_prefix):
                     fault.remaining -= 1
-                    status = fault.status
+                    status, headers = fault.status, fault.headers
                     break
             else:
                 return None
             self._faults = [f for f in self._faults if f.remaining > 0]
         html = f"<html><head><title>{status}</title></head><body><h1>Error {status}</h1></body></html>"
-        return Response.text(status, html, "text/html; charset=utf-8")
+        return Response.text(status, html, "text/html; charset=utf-8", **headers)
 
     def dispatch(self, request: Request) -> Response:
-        """Answer an injected fault or handle ``request``, log it, and never raise."""
+        """Answer an injected fault or handle ``request`` and log it. Never raises, but to have the
+        server reset the connection without an answer (:meth:`reset_requests` ``before_response``)."""
         received = time.monotonic()
         try:
             fault = self._take_fault(request.path)
             response = fault if fault is not None else self.handle(request)
+            disruption = self._take_disruption(request.path, response) if fault is None else None
+            if disruption is not None:
+                response = self._apply(disruption, response)
         except Exception:  # the server must answer something; the traceback goes to stderr
             traceback.print_exc(file=sys.stderr)
             response = Response.text(500, "Internal Server Error")
+            disruption = None
+        unanswered = disruption is not None and disruption.before_response
         entry = LogEntry(
             request.method,
             request.path,
-            response.status,
+            0 if unanswered else response.status,
             dict(request.query),
             request.headers,
             request.host,
             received,
+            disruption.kind if disruption is not None else None,
         )
         with self._log_lock:
             self._log.append(entry)
+        if unanswered:
+            response.close()
+            raise _ResetConnection
         return response
 
     @property
@@ -372,6 +539,37 @@ class Sandbox(ABC):
         """Forget the logged requests."""
         with self._log_lock:
             self._log.clear()
+
+
+def _reset_after(chunks: Iterator[bytes], budget: int) -> Iterator[bytes]:
+    """The first ``budget`` bytes of ``chunks``, then a pause and :class:`_ResetConnection`."""
+    for chunk in chunks:
+        if budget <= 0:
+            break
+        piece = chunk[:budget]
+        budget -= len(piece)
+        yield piece
+    time.sleep(_RESET_GRACE_SECONDS)
+    raise _ResetConnection
+
+
+def _trickle(chunks: Iterator[bytes], fast: int, seconds: float, total: int) -> Iterator[bytes]:
+    """``chunks`` again: the first ``fast`` bytes at once, the rest in even slices over ``seconds``."""
+    steps = max(1, int(seconds / _TRICKLE_STEP_SECONDS))
+    slice_size = max(1, -(-max(total - fast, 0) // steps))
+    pause = seconds / steps
+    sent = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            if sent < fast:
+                piece = view[: fast - sent]
+            else:
+                time.sleep(pause)
+                piece = view[:slice_size]
+            view = view[len(piece) :]
+            sent += len(piece)
+            yield bytes(piece)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -471,12 +669,29 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     app: Sandbox
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resets: set[int] = set()  # connections to reset rather than shut down (_ResetConnection)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Client disconnects mid-response are normal here (truncation tests, aborted downloads)."""
         exc = sys.exc_info()[1]
+        if isinstance(exc, _ResetConnection):
+            # close with SO_LINGER 0 and no shutdown first: the kernel sends RST instead of FIN
+            with contextlib.suppress(OSError):
+                request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._resets.add(id(request))
+            return
         if isinstance(exc, ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        if id(request) in self._resets:
+            self._resets.discard(id(request))
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
 
 
 class SandboxServer:

@@ -179,8 +179,20 @@ Downloads
     the full Content-Length was announced; with ``"chunked"`` the chunk under way was announced in
     full and the last chunk never comes; with ``"close"`` the close looks like the end of the body
     (only the file's format can tell, and only where the cut falls inside a record).
-  - ``fail_requests(status, times, path_prefix)``: the next matching requests answer that status with an
-    HTML body, before any other check (a load balancer's error page).
+  - ``fail_requests(status, times, path_prefix, headers)``: the next matching requests answer that status
+    with an HTML body, before any other check (a load balancer's error page), with ``headers`` added
+    (``{"Retry-After": "120"}`` on a 429, say).
+  - ``reset_requests`` / ``truncate_requests`` / ``delay_requests`` / ``trickle_requests`` (the base
+    class's): the next matching successful answers are reset mid-body (TCP RST), cut short of their
+    Content-Length (clean close), held before their status line, or sent slowly. Downloads are under
+    ``/api/v5/exports/{id}/results/`` and, with ``redirect_downloads``, ``/storage/exports/``.
+
+Faults of the export's own life (not what Pardot is documented to do; what a client must survive)
+  - ``expire_export(id)``: the export expires now, as its 7 days running out would (a finished one
+    loses its data; a Waiting or Processing one is canceled and expired).
+  - ``go_back_once(id)``: once Complete, the export's next read answers Complete, then it goes back to
+    Processing (downloads answer 178 ``the export is Processing.``, the following read answers
+    ``Processing``), then it is Complete again with the same files: a state seen going backwards.
 
 Not emulated: relationship (dot-notation) fields, per-user permissions ("Admin > Exports > View"),
 the v5 read cache, ``Pardot-Warning`` headers.
@@ -484,6 +496,7 @@ class PardotSandbox(Sandbox):
         self._next_export_id = 201917
         self._next_file_id = 23191
         self._fail_next = 0
+        self._going_back: dict[int, str] = {}  # export id -> "armed" | "back" (go_back_once)
         self._forced: list[PardotErrorCode] = []
         self._usage_day: date | None = None
         self._usage = 0
@@ -530,6 +543,34 @@ class PardotSandbox(Sandbox):
         """Make the next ``n`` exports to finish processing end ``Failed``."""
         with self._lock:
             self._fail_next += n
+
+    def expire_export(self, export_id: int) -> None:
+        """Expire an export now, as its 7 days running out would: a finished export's data goes
+        (``isExpired`` true, no ``resultRefs``, downloads answer 178, signed storage URLs 404); one
+        still Waiting or Processing is canceled and expired (``KeyError`` when unknown)."""
+        with self._lock:
+            self._advance()
+            export = self._exports[export_id]
+            now = self.clock.now()
+            if export.state in (ExportState.WAITING, ExportState.PROCESSING):
+                if self._processing == export.id:
+                    self._processing, self._free_at = None, now
+                if export.id in self._queue:
+                    self._queue.remove(export.id)
+                self._end(export, ExportState.CANCELED, now, expired=True)
+            elif not export.expired:
+                export.expired, export.updated_at = True, now
+                export.ended_at = export.ended_at or now
+
+    def go_back_once(self, export_id: int) -> None:
+        """Make an export's state go backwards once: when it is Complete, its next read answers
+        Complete, then it goes back to Processing — downloads answer 178 (``the export is
+        Processing.``) and the read after that answers ``Processing`` without ``resultRefs`` — and
+        after that read it is Complete again, with the same files (``KeyError`` when unknown)."""
+        with self._lock:
+            if export_id not in self._exports:
+                raise KeyError(export_id)
+            self._going_back[export_id] = "armed"
 
     def force_error(self, code: int, times: int = 1) -> None:
         """Make the next ``times`` authenticated API calls answer error ``code`` (e.g. 66, 122, 183)."""
@@ -834,7 +875,7 @@ class PardotSandbox(Sandbox):
             if export is None:
                 raise _ApiError(PardotErrorCode.RECORD_NOT_FOUND)
             if action == "read":
-                return Response.json(200, self._representation(export, request.origin))
+                return Response.json(200, self._read(export, request.origin))
             if action == "cancel":
                 return self._cancel(export, request.origin)
             found = self._file_of(export, _int_or_none(parts[2]))
@@ -1041,7 +1082,25 @@ class PardotSandbox(Sandbox):
         location = f"{request.storage_origin}{quote(path)}?{query}"
         return Response(302, {"Location": location, "Content-Type": "text/plain"}, b"")
 
+    def _read(self, export: _Export, origin: str) -> dict[str, Any]:
+        """What a read of ``export`` answers (its representation, unless it is going back)."""
+        phase = self._going_back.get(export.id)
+        if phase is None or export.state is not ExportState.COMPLETE or export.expired:
+            return self._representation(export, origin)
+        if phase == "armed":
+            self._going_back[export.id] = "back"
+            return self._representation(export, origin)
+        del self._going_back[export.id]
+        return {
+            **self._representation(export, origin, with_refs=False),
+            "state": ExportState.PROCESSING.value,
+        }
+
     def _file_of(self, export: _Export, file_id: int | None) -> _File:
+        if self._going_back.get(export.id) == "back":
+            raise _ApiError(
+                PardotErrorCode.INVALID_EXPORT_STATE, f"the export is {ExportState.PROCESSING.value}."
+            )
         if export.state is not ExportState.COMPLETE or export.expired:
             reason = "the export has expired" if export.expired else f"the export is {export.state.value}"
             raise _ApiError(PardotErrorCode.INVALID_EXPORT_STATE, f"{reason}.")
