@@ -197,7 +197,9 @@ class LambdaBridge:
                     {
                         "errorMessage": str(exc),
                         "errorType": type(exc).__name__,
-                        "stackTrace": traceback.format_exception(exc)[-5:],
+                        # as Lambda's Python runtime builds it: the frames only, no message of a
+                        # chained cause (which our errors do not scrub, and Lambda never shows)
+                        "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
                     }
                 ).encode(),
                 True,
