@@ -9,8 +9,7 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV    := .venv-checkov
 CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHECKOV_REPORT  := $(CHECKOV_VENV)/report.txt
-# bandit scans what ships to Lambda: the layer's package without its development-only parts, and the handlers
-BANDIT_EXCLUDE := layers/common/exportpipe/local,layers/common/exportpipe/sandbox,layers/common/exportpipe/cli.py,layers/common/exportpipe/demo.py
+# bandit scans what ships to Lambda: the layer's package (runtime code only) and the handlers.
 
 .DEFAULT_GOAL := help
 
@@ -21,9 +20,9 @@ help:
 	@echo "make security - checkov on template.yaml (own venv: $(CHECKOV_VENV)) and bandit on the runtime code"
 	@echo "make lint | typecheck | cfn-lint | checkov | bandit | pytest | format | build | clean"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dev/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./dev
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,7 +55,7 @@ checkov: $(CHECKOV_STAMP)
 	! grep -q "Parsing errors" $(CHECKOV_REPORT)
 
 bandit: setup
-	$(BIN)/bandit --quiet --recursive layers/common/exportpipe functions --exclude $(BANDIT_EXCLUDE)
+	$(BIN)/bandit --quiet --recursive layers/common/exportpipe functions
 
 security: checkov bandit
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from exportpipe_dev.local import LocalStack
+    from exportpipe_dev.sandbox.pardot import PardotSandbox
+
     from exportpipe.jobs import Job
-    from exportpipe.local import LocalStack
-    from exportpipe.sandbox.pardot import PardotSandbox
 
 # The sandbox settings tests change; each test gets them back as they were.
 PARDOT_KNOBS = (
@@ -45,7 +46,7 @@ def root() -> Path:
 
 def pardot_of(stack: LocalStack) -> Iterator[PardotSandbox]:
     """The stack's Pardot sandbox; after the test its knobs and clock are as they were."""
-    from exportpipe.sandbox.pardot import PardotSandbox
+    from exportpipe_dev.sandbox.pardot import PardotSandbox
 
     sandbox = stack.sandboxes["pardot"]
     assert isinstance(sandbox, PardotSandbox)

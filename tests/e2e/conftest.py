@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.local import LocalStack
-from exportpipe.sandbox.pardot import PardotSandbox
 from tests.conftest import pardot_of
 
 

@@ -30,7 +30,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Completed
     out = tmp_path_factory.mktemp("demo") / "demo-output"
     # the way `make demo` runs it: the exportpipe command, in its own process, from the project root
     done = subprocess.run(
-        [sys.executable, "-m", "exportpipe.cli", "demo", "--output", str(out), "--timeout", "90"],
+        [sys.executable, "-m", "exportpipe_dev.cli", "demo", "--output", str(out), "--timeout", "90"],
         cwd=ROOT,
         capture_output=True,
         text=True,

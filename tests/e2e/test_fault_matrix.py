@@ -109,6 +109,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 from moto.core.responses import BaseResponse
 from moto.s3.exceptions import NoSuchUpload
 from moto.s3.models import S3Backend
@@ -117,9 +119,7 @@ from moto.utilities.aws_headers import gen_amzn_requestid_long
 from exportpipe.aws import aws_clients
 from exportpipe.http import IN_CALL_WAIT_LIMIT
 from exportpipe.jobs import TERMINAL, Job, JobStatus
-from exportpipe.local import LocalStack
 from exportpipe.observability import logger
-from exportpipe.sandbox.pardot import PardotSandbox
 from tests.conftest import FAULT_MATRIX, PARDOT_KNOBS, ground_truth, load_event
 
 pytestmark = pytest.mark.e2e

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import requests
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.local.stack import LOCAL_PARAMETERS
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.definitions import parse_definition
 from exportpipe.jobs import Job, JobStatus, job_id_for
-from exportpipe.local import LocalStack
-from exportpipe.local.stack import LOCAL_PARAMETERS
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot_catalog import OBJECTS
 from exportpipe.store import JobStore

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.local.template import substitute_definition
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.jobs import JobStatus
-from exportpipe.local import LocalStack
-from exportpipe.local.template import substitute_definition
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from tests.conftest import ROOT, ground_truth, load_event

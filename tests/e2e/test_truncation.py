@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.base import Framing
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.jobs import Job, JobStatus
-from exportpipe.local import LocalStack
-from exportpipe.sandbox.base import Framing
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from tests.conftest import ground_truth, load_event

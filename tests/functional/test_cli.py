@@ -122,7 +122,7 @@ HANDSHAKE_KEYS = {
 
 
 def test_every_registered_sandbox_prints_its_handshake() -> None:
-    from exportpipe.sandbox.base import SANDBOXES
+    from exportpipe_dev.sandbox.base import SANDBOXES
 
     for source in sorted(SANDBOXES):
         port = _free_port()

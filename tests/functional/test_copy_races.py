@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.aws import aws_clients
 from exportpipe.jobs import JobStatus
-from exportpipe.local import LocalStack
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.local import LocalStack
 from exportpipe.observability import MetricUnit
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.start_export import report_watermark_age
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result

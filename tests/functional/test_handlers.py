@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.errors import (
     InvalidDefinitionError,
@@ -21,8 +23,6 @@ from exportpipe.errors import (
 )
 from exportpipe.http import make_session
 from exportpipe.jobs import MAX_WINDOW_ATTEMPTS, JobStatus
-from exportpipe.local import LocalStack
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.local.stack import FunctionFailedError
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.events import EventPublisher
 from exportpipe.http import make_session
 from exportpipe.jobs import JobStatus
-from exportpipe.local import LocalStack
-from exportpipe.local.stack import FunctionFailedError
 from exportpipe.observability import logger
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from exportpipe_dev.sandbox.base import SandboxServer
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.definitions import Window, parse_definition
 from exportpipe.errors import (
@@ -21,8 +23,6 @@ from exportpipe.errors import (
     UpstreamUnavailableError,
 )
 from exportpipe.http import IN_CALL_WAIT_LIMIT
-from exportpipe.sandbox.base import SandboxServer
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.sources.base import UpstreamState
 from exportpipe.sources.pardot import PardotClient, PardotCredentials, _export
 from tests.loopback import Answer, RecordingServer, recording_server

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from exportpipe_dev.local import LocalStack
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.config import load_settings
 from exportpipe.jobs import JobStatus
-from exportpipe.local import LocalStack
 from exportpipe.runtime import Deps, build_deps
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.services.check_status import check_status
 from exportpipe.services.copy_result import copy_result
 from exportpipe.services.start_export import start_export

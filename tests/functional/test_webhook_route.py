@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 import pytest
 import requests
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from exportpipe_dev.local import LocalStack
 
 from exportpipe.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
 from exportpipe.definitions import Window
 from exportpipe.jobs import Job, JobStatus
-from exportpipe.local import LocalStack
 from exportpipe.runtime import Deps
 from exportpipe.store import JobStore, upstream_ref
 from exportpipe.webhooks import (

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 import requests
-
-from exportpipe.sandbox.base import Clock, SandboxServer
-from exportpipe.sandbox.pardot import PardotSandbox
+from exportpipe_dev.sandbox.base import Clock, SandboxServer
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 #: 2026-03-10 11:00:00 in New York (EDT, -04:00): the frozen "now" of most tests.
 NOW = datetime(2026, 3, 10, 15, 0, 0, tzinfo=UTC)

@@ -30,8 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
-
-from exportpipe.sandbox.advocate import (
+from exportpipe_dev.sandbox.advocate import (
     EXPORT_TYPES,
     REFERRAL_COLUMNS,
     REWARD_BALANCE_COLUMNS,
@@ -39,7 +38,7 @@ from exportpipe.sandbox.advocate import (
     AdvocateSandbox,
     ExportStatus,
 )
-from exportpipe.sandbox.base import Clock, SandboxServer
+from exportpipe_dev.sandbox.base import Clock, SandboxServer
 
 #: 2026-03-10 15:00:00 UTC: the frozen "now" of most tests.
 NOW = datetime(2026, 3, 10, 15, 0, 0, tzinfo=UTC)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from exportpipe.sandbox.base import Request, Response, Sandbox
-from exportpipe.sandbox.impact_clicks import ImpactClicksSandbox
-from exportpipe.sandbox.pardot import PardotSandbox
+from exportpipe_dev.sandbox.base import Request, Response, Sandbox
+from exportpipe_dev.sandbox.impact_clicks import ImpactClicksSandbox
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 
 class _Echo(Sandbox):

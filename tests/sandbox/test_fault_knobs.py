@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import pytest
 import requests
+from exportpipe_dev.sandbox.base import Clock, Request, Response, Sandbox, SandboxServer
 
-from exportpipe.sandbox.base import Clock, Request, Response, Sandbox, SandboxServer
 from tests.sandbox.conftest import PardotApi
 from tests.sandbox.test_pardot_sandbox import complete, prospect_export, refs_of
 

@@ -1,4 +1,4 @@
-"""GNU date input syntax as the Pardot sandbox reads date arguments (``exportpipe.sandbox.gnudate``).
+"""GNU date input syntax as the Pardot sandbox reads date arguments (``exportpipe_dev.sandbox.gnudate``).
 
 Tables of inputs and the instants they resolve to on a frozen clock, in America/New_York unless said
 otherwise; outputs of GNU ``date`` recorded in public sources; and, where GNU coreutils is installed,
@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
+from exportpipe_dev.sandbox.gnudate import DateSyntaxError, parse_date_argument, parse_gnu_date
 
-from exportpipe.sandbox.gnudate import DateSyntaxError, parse_date_argument, parse_gnu_date
 from exportpipe.sources.pardot_catalog import RELATIVE_DATES
 
 from .conftest import NOW

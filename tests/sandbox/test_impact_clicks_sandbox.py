@@ -15,9 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-
-from exportpipe.sandbox.base import Clock, SandboxServer
-from exportpipe.sandbox.impact_clicks import CLICK_FIELDS, NOT_REPLAYABLE, ImpactClicksSandbox
+from exportpipe_dev.sandbox.base import Clock, SandboxServer
+from exportpipe_dev.sandbox.impact_clicks import CLICK_FIELDS, NOT_REPLAYABLE, ImpactClicksSandbox
 
 #: 2026-03-10 10:00:00 in Chicago (CDT, -05:00): the frozen "now" of most tests.
 NOW = datetime(2026, 3, 10, 15, 0, 0, tzinfo=UTC)

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from exportpipe_dev.sandbox.base import Clock, SandboxServer
+from exportpipe_dev.sandbox.gnudate import parse_date_argument
+from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.sandbox.base import Clock, SandboxServer
-from exportpipe.sandbox.gnudate import parse_date_argument
-from exportpipe.sandbox.pardot import PardotSandbox
 from exportpipe.sources.pardot_catalog import (
     MAX_FIELDS,
     OBJECTS,

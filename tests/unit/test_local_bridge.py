@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from exportpipe.local.bridge import FunctionSpec, LambdaBridge
+from exportpipe_dev.local.bridge import FunctionSpec, LambdaBridge
 
 HANDLER = """
 import time

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from exportpipe.local.template import NO_VALUE, Resolver, Template, TemplateError
+from exportpipe_dev.local.template import NO_VALUE, Resolver, Template, TemplateError
 
 TEMPLATE = """
 Parameters:

@@ -1,5 +1,6 @@
 """Only runtime code ships to Lambda: the layer built by layers/common/Makefile holds no local stack,
-sandbox, CLI or demo, and nothing it holds imports them."""
+sandbox, CLI or demo — because they live in another package (dev/exportpipe_dev), not because a
+filter removes them — and nothing it holds imports them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV_ONLY = ("exportpipe.local", "exportpipe.sandbox", "exportpipe.cli", "exportpipe.demo", "moto", "yaml")
+DEV_ONLY = ("exportpipe_dev", "moto", "yaml", "cryptography")
+DEV_NAMES = ("local", "sandbox", "cli", "demo")
 
 
 def _build_layer_package(tmp_path: Path) -> Path:
@@ -37,6 +39,14 @@ def test_layer_holds_runtime_code_only(tmp_path: Path) -> None:
     assert "store.py" in shipped and "sources/pardot.py" in shipped
     assert not [s for s in shipped if s.startswith(("local/", "sandbox/")) or s in ("cli.py", "demo.py")]
     assert not [s for s in shipped if "__pycache__" in s]
+    # nothing filters the package: the layer's Makefile copies it whole
+    makefile = (ROOT / "layers/common/Makefile").read_text()
+    assert not re.search(r"rm -rf[^\n]*(local|sandbox|cli|demo)", makefile)
+    assert sorted(shipped) == sorted(
+        p.relative_to(ROOT / "layers/common/exportpipe").as_posix()
+        for p in (ROOT / "layers/common/exportpipe").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
     for path in pkg.rglob("*.py"):
         bad = {m for m in _imports(path) if m.startswith(DEV_ONLY)}
         assert not bad, f"{path.relative_to(pkg)} imports development-only {bad}"
@@ -69,3 +79,17 @@ def test_layer_requirements_match_pyproject() -> None:
     assert sorted(layer) == sorted(r for r in pinned if _name(r) != "boto3")
     dev = project["optional-dependencies"]["dev"]
     assert not {_name(r) for r in dev} & {_name(r) for r in layer}
+
+
+def test_the_runtime_wheel_and_the_development_package_are_apart() -> None:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dev = tomllib.loads((ROOT / "dev/pyproject.toml").read_text())
+    assert root["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["layers/common/exportpipe"]
+    assert "scripts" not in root["project"], "the exportpipe command is a development tool"
+    assert dev["project"]["scripts"] == {"exportpipe": "exportpipe_dev.cli:main"}
+    runtime = ROOT / "layers/common/exportpipe"
+    assert not [p for p in runtime.rglob("*.py") if p.stem in DEV_NAMES or p.parent.name in DEV_NAMES]
+    # the development tools' own dependencies are the development package's, not the runtime's
+    runtime_deps = {_name(r) for r in root["project"]["dependencies"]}
+    assert {"moto", "pyyaml", "cryptography"} <= {_name(r) for r in dev["project"]["dependencies"]}
+    assert not {"moto", "pyyaml", "cryptography"} & runtime_deps

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exportpipe_dev.local.template import Template
 
 from exportpipe.config import Settings
-from exportpipe.local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,7 +279,7 @@ def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None
 
 
 def test_the_local_stack_knows_every_resource_type(template: Template) -> None:
-    from exportpipe.local.stack import CREATED, NOT_EMULATED
+    from exportpipe_dev.local.stack import CREATED, NOT_EMULATED
 
     unknown = {r["Type"] for r in template.resources.values()} - CREATED - NOT_EMULATED
     assert not unknown, f"the local stack would refuse to start: {unknown}"
@@ -392,7 +392,7 @@ def test_settings_match_the_parameters_that_feed_them(template: Template) -> Non
 
 
 def test_local_parameters_are_within_the_template_bounds(template: Template) -> None:
-    from exportpipe.local.stack import LOCAL_PARAMETERS
+    from exportpipe_dev.local.stack import LOCAL_PARAMETERS
 
     for name, value in LOCAL_PARAMETERS.items():
         spec = template.parameters[name]
@@ -403,8 +403,8 @@ def test_local_parameters_are_within_the_template_bounds(template: Template) -> 
 
 
 def test_the_local_stack_finds_the_template_from_the_package_or_a_folder_below_it(tmp_path: Path) -> None:
-    from exportpipe.local.stack import find_template
-    from exportpipe.local.template import TemplateError
+    from exportpipe_dev.local.stack import find_template
+    from exportpipe_dev.local.template import TemplateError
 
     assert find_template() == ROOT / "template.yaml"  # from the package: this checkout's
     project, bare = tmp_path / "project", tmp_path / "bare"
@@ -428,7 +428,7 @@ def _alarms(template: Template) -> dict[str, dict[str, Any]]:
 
 
 def _resolver(template: Template, **parameters: str) -> Any:
-    from exportpipe.local.template import Resolver
+    from exportpipe_dev.local.template import Resolver
 
     values = {n: str(p.get("Default", "")) for n, p in template.parameters.items()}
     return Resolver({**values, **parameters}, {}, {}, {}, template.conditions)

@@ -41,7 +41,7 @@ What the public record says and what was chosen here:
   ``last_month``) or "a custom time specified in GNU Date Input Syntax format". Reading them is not this
   module's business: the pipeline never parses such values (it sends ISO 8601 instants with the user's
   offset), so :func:`validate_export_request` takes the parser (``parse_date``) from its caller, the
-  development sandbox (:mod:`exportpipe.sandbox.gnudate`, which documents how each form resolves), and
+  development sandbox (:mod:`exportpipe_dev.sandbox.gnudate`, which documents how each form resolves), and
   no date parser ships in the Lambda layer.
 - Extra arguments: ``deleted`` / ``prospect_deleted`` take ``true``, ``false`` or ``all`` (JSON booleans
   are accepted too) and default to ``false``; ``prospect_only`` takes a boolean (or ``"true"``/``"false"``)

@@ -38,11 +38,11 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from exportpipe.aws import reset_aws_clients
-from exportpipe.local.bridge import FunctionSpec, LambdaBridge
-from exportpipe.local.frontdoor import FrontDoor, Route
-from exportpipe.local.template import Resolver, Template, TemplateError, substitute_definition
-from exportpipe.sandbox.base import Sandbox, SandboxServer
 from exportpipe.secrets import clear_secret_cache
+from exportpipe_dev.local.bridge import FunctionSpec, LambdaBridge
+from exportpipe_dev.local.frontdoor import FrontDoor, Route
+from exportpipe_dev.local.template import Resolver, Template, TemplateError, substitute_definition
+from exportpipe_dev.sandbox.base import Sandbox, SandboxServer
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -701,6 +701,6 @@ class FunctionFailedError(Exception):
 
 
 def _default_sandboxes() -> dict[str, Sandbox]:
-    from exportpipe.sandbox.pardot import PardotSandbox
+    from exportpipe_dev.sandbox.pardot import PardotSandbox
 
     return {"pardot": PardotSandbox()}

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from exportpipe.jobs import Job, JobStatus
-from exportpipe.local import LocalStack
 from exportpipe.store import JobStore
+from exportpipe_dev.local import LocalStack
 
 
 def _say(text: str = "") -> None:

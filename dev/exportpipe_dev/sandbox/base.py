@@ -759,9 +759,9 @@ class SandboxServer:
 
 #: Sandboxes by source id, as ``"module:Class"`` (imported on demand).
 SANDBOXES: dict[str, str] = {
-    "pardot": "exportpipe.sandbox.pardot:PardotSandbox",
-    "impact_clicks": "exportpipe.sandbox.impact_clicks:ImpactClicksSandbox",
-    "advocate": "exportpipe.sandbox.advocate:AdvocateSandbox",
+    "pardot": "exportpipe_dev.sandbox.pardot:PardotSandbox",
+    "impact_clicks": "exportpipe_dev.sandbox.impact_clicks:ImpactClicksSandbox",
+    "advocate": "exportpipe_dev.sandbox.advocate:AdvocateSandbox",
 }
 
 

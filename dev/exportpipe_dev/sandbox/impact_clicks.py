@@ -1,6 +1,6 @@
 """Emulator of the impact.com Partner API: ``ClickExport`` and the Partner Jobs API.
 
-Serve it with :class:`~exportpipe.sandbox.base.SandboxServer`; the origin stands in for
+Serve it with :class:`~exportpipe_dev.sandbox.base.SandboxServer`; the origin stands in for
 ``https://api.impact.com``. Endpoints (``{SID}`` is the Account SID of the credentials):
 
 - ``GET /Mediapartners/{SID}/ClickExport`` schedules a click export job;
@@ -174,7 +174,7 @@ from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
-from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
+from exportpipe_dev.sandbox.base import Clock, Request, Response, Sandbox
 
 __all__ = ["CLICK_FIELDS", "DEFAULT_ACCOUNT_SID", "DEFAULT_AUTH_TOKEN", "ImpactClicksSandbox", "JobStatus"]
 

@@ -1,6 +1,6 @@
 """Emulator of the Account Engagement (Pardot) Export API v5 and its Salesforce token endpoint.
 
-Serve it with :class:`~exportpipe.sandbox.base.SandboxServer`; the origin stands in for both
+Serve it with :class:`~exportpipe_dev.sandbox.base.SandboxServer`; the origin stands in for both
 ``login.salesforce.com`` (``POST /services/oauth2/token``) and ``pi.pardot.com`` (``/api/v5/...``).
 The catalog of objects, procedures, arguments and fields is :mod:`exportpipe.sources.pardot_catalog`,
 shared with the pipeline, so request validation here is the catalog's.
@@ -40,7 +40,7 @@ Validation (see the catalog's docstring for argument formats and the one-year ru
   - Date arguments (and the query's date filters) are the page's keywords or GNU date input syntax
     (``2026-11-01T10:00:00Z``, ``@1790000000``, ``2 days ago``, ``next friday``, ``TZ="Europe/Paris"
     2026-11-01 06:30``), resolved on the sandbox clock in the user's timezone exactly as ``date -d``
-    does; :mod:`exportpipe.sandbox.gnudate` lists the rules and where it follows ``strtotime`` instead
+    does; :mod:`exportpipe_dev.sandbox.gnudate` lists the rules and where it follows ``strtotime`` instead
     (``today`` is midnight, hour 24 rolls over). A value it cannot read is a 177.
   - A ``*_after`` in the future is accepted. Without ``*_before`` the window (``*_after``, creation
     time) is empty, and with one nothing stamped after the creation time exists yet: the export
@@ -216,8 +216,6 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
-from exportpipe.sandbox.base import Clock, Framing, Request, Response, Sandbox
-from exportpipe.sandbox.gnudate import parse_date_argument
 from exportpipe.sources.pardot_catalog import (
     VISITOR_ACTIVITY_TYPES,
     ArgValue,
@@ -233,6 +231,8 @@ from exportpipe.sources.pardot_catalog import (
     validate_definition,
     validate_export_request,
 )
+from exportpipe_dev.sandbox.base import Clock, Framing, Request, Response, Sandbox
+from exportpipe_dev.sandbox.gnudate import parse_date_argument
 
 __all__ = ["ExportState", "PardotSandbox"]
 

@@ -1,6 +1,6 @@
 """Emulator of the impact.com Advocate (formerly SaaSquatch) Export API and its signed export webhooks.
 
-Serve it with :class:`~exportpipe.sandbox.base.SandboxServer`; the origin stands in for
+Serve it with :class:`~exportpipe_dev.sandbox.base.SandboxServer`; the origin stands in for
 ``https://app.referralsaasquatch.com``. Endpoints (``{tenant}`` is the tenant alias of the credentials):
 
 - ``POST /api/v1/{tenant}/export`` creates an export (201, the Export object);
@@ -187,7 +187,7 @@ from xml.sax.saxutils import escape
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from exportpipe.sandbox.base import Clock, Request, Response, Sandbox
+from exportpipe_dev.sandbox.base import Clock, Request, Response, Sandbox
 
 __all__ = [
     "DEFAULT_API_KEY",

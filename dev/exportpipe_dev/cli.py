@@ -37,24 +37,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "sandbox":
-        from exportpipe.sandbox.base import run_cli
+        from exportpipe_dev.sandbox.base import run_cli
 
         return run_cli(args.source, args.port)
     if args.command == "local":
         return _run_local()
-    from exportpipe.demo import run_demo
+    from exportpipe_dev.demo import run_demo
 
     return run_demo(args.output, timeout=args.timeout)
 
 
 def _sandbox_names() -> list[str]:
-    from exportpipe.sandbox.base import SANDBOXES
+    from exportpipe_dev.sandbox.base import SANDBOXES
 
     return sorted(SANDBOXES)
 
 
 def _run_local() -> int:
-    from exportpipe.local import LocalStack
+    from exportpipe_dev.local import LocalStack
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,5 +1,5 @@
 """The local stack (development only; never shipped to Lambda)."""
 
-from exportpipe.local.stack import FunctionFailedError, LocalStack
+from exportpipe_dev.local.stack import FunctionFailedError, LocalStack
 
 __all__ = ["FunctionFailedError", "LocalStack"]
