@@ -1160,7 +1160,7 @@ def _skip_settling_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _credentials_to_every_host(monkeypatch: pytest.MonkeyPatch) -> None:
     # downloads take every host for the API's, so the storage host gets the credentials too
-    import exportpipe.sources.pardot as pardot
+    import exportpipe.sources.pardot.client as pardot
 
     real = pardot.open_download
 

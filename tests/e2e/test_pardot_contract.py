@@ -22,7 +22,7 @@ from exportpipe_dev.sandbox.pardot import PardotSandbox
 from exportpipe.definitions import parse_definition
 from exportpipe.jobs import Job, JobStatus, job_id_for
 from exportpipe.services.start_export import plan_window
-from exportpipe.sources.pardot_catalog import OBJECTS
+from exportpipe.sources.pardot.catalog import OBJECTS
 from exportpipe.store import JobStore
 from tests.conftest import ground_truth
 

@@ -293,7 +293,9 @@ def _ready_export(
 @pytest.fixture
 def no_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions that do not retry 5xx themselves, so each copy asks once per file."""
-    monkeypatch.setattr("exportpipe.sources.pardot.make_session", lambda: make_session(total_retries=0))
+    monkeypatch.setattr(
+        "exportpipe.sources.pardot.client.make_session", lambda: make_session(total_retries=0)
+    )
 
 
 @pytest.mark.usefixtures("no_http_retries")

@@ -55,7 +55,9 @@ def log_output() -> Iterator[io.StringIO]:
 
 @pytest.fixture
 def no_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("exportpipe.sources.pardot.make_session", lambda: make_session(total_retries=0))
+    monkeypatch.setattr(
+        "exportpipe.sources.pardot.client.make_session", lambda: make_session(total_retries=0)
+    )
 
 
 def _ready(stack: LocalStack, context: Ctx, name: str) -> str:

@@ -24,7 +24,7 @@ from exportpipe.errors import (
 )
 from exportpipe.http import IN_CALL_WAIT_LIMIT
 from exportpipe.sources.base import UpstreamState
-from exportpipe.sources.pardot import PardotClient, PardotCredentials, _export
+from exportpipe.sources.pardot.client import PardotClient, PardotCredentials, _export
 from tests.loopback import Answer, RecordingServer, recording_server
 
 DEFINITION = parse_definition(

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from exportpipe_dev.sandbox.gnudate import DateSyntaxError, parse_date_argument, parse_gnu_date
 
-from exportpipe.sources.pardot_catalog import RELATIVE_DATES
+from exportpipe.sources.pardot.catalog import RELATIVE_DATES
 
 from .conftest import NOW
 

@@ -19,7 +19,7 @@ from exportpipe_dev.sandbox.base import Clock, SandboxServer
 from exportpipe_dev.sandbox.gnudate import parse_date_argument
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.sources.pardot_catalog import (
+from exportpipe.sources.pardot.catalog import (
     MAX_FIELDS,
     OBJECTS,
     ExportRequestError,

@@ -5,9 +5,10 @@ from typing import Any
 
 import pytest
 
-from exportpipe.definitions import PardotDefinition, Window, parse_definition
+from exportpipe.definitions import Window, parse_definition
 from exportpipe.errors import InvalidDefinitionError
 from exportpipe.services.start_export import plan_window
+from exportpipe.sources.pardot.definition import PardotDefinition
 from tests.conftest import load_event
 
 

@@ -123,7 +123,11 @@ def test_every_setting_is_provided_by_the_template(template: Template) -> None:
     for logical_id in template.of_type("AWS::Serverless::Function"):
         props = template.function_properties(logical_id)
         env_keys |= set(props.get("Environment", {}).get("Variables", {}))
-    aliases = {f.alias for f in Settings.model_fields.values()}
+    from exportpipe.sources.registry import SOURCES
+
+    # each setting's variable, and the variable each source's spec reads its connection's secret from
+    aliases = {f.alias for f in Settings.model_fields.values() if f.alias}
+    aliases |= {spec.connection_setting for spec in SOURCES.values()}
     missing = aliases - env_keys
     assert not missing, f"settings no template variable provides: {missing}"
 
@@ -368,9 +372,14 @@ def test_settings_match_the_parameters_that_feed_them(template: Template) -> Non
     }
     fields = {f.alias: f for f in Settings.model_fields.values()}
     problems: list[str] = []
+    from exportpipe.sources.registry import SOURCES
+
+    secrets = {spec.connection_setting for spec in SOURCES.values()}  # read into Settings.secret_arns
     for name, spec in template.parameters.items():
         if name not in fed:
             assert name in TEMPLATE_ONLY_PARAMETERS, f"parameter {name} feeds no setting"
+            continue
+        if fed[name] in secrets:
             continue
         field = fields.get(fed[name])
         assert field is not None, f"{name} feeds {fed[name]}, which no setting reads"

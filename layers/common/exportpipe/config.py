@@ -29,14 +29,15 @@ class Settings(BaseModel):
     results_prefix: str = Field(default="exports", alias="RESULTS_PREFIX")
     event_bus: NonEmpty = Field(alias="EVENT_BUS_NAME")
     poll_state_machine_arn: str = Field(default="", alias="POLL_STATE_MACHINE_ARN")
-    pardot_secret_arn: str = Field(default="", alias="PARDOT_SECRET_ARN")
-    # Allow-list for result downloads and their redirects (comma-separated host names; a leading
-    # "*." matches any subdomain). The upstream API host of each source is always allowed.
-    download_hosts: str = Field(default="*.pardot.com,*.salesforce.com", alias="DOWNLOAD_HOST_ALLOWLIST")
+    # Each source's connection secret, by the setting its spec names (every ``*_SECRET_ARN`` variable).
+    secret_arns: dict[str, str] = Field(default_factory=dict)
+    # Hosts result downloads and their redirects may reach besides each source's own (comma-separated
+    # host names; a leading "*." matches any subdomain). The upstream API host is always allowed.
+    download_hosts: str = Field(default="", alias="DOWNLOAD_HOST_ALLOWLIST")
     poll_base_seconds: int = Field(default=30, ge=1, alias="POLL_BASE_SECONDS")
     poll_max_seconds: int = Field(default=900, ge=1, alias="POLL_MAX_SECONDS")
     # How long a job waits for its upstream export (created, polled, re-created) before it ends FAILED,
-    # by elapsed time since the job was recorded: Pardot keeps an export's files 7 days.
+    # by elapsed time since the job was recorded (long enough for an upstream's own expiry: 7 days).
     poll_timeout_seconds: int = Field(default=604800, ge=60, le=604800, alias="POLL_TIMEOUT_SECONDS")
     # Refusals in a row (rate limits, outages on create) before the job ends FAILED.
     poll_max_attempts: int = Field(default=60, ge=1, alias="POLL_MAX_ATTEMPTS")
@@ -44,9 +45,9 @@ class Settings(BaseModel):
     # How often a failed upstream export is created again, and how often an export whose files
     # expired before the copy is re-exported, before the job ends FAILED / EXPIRED.
     max_recreates: int = Field(default=2, ge=0, alias="UPSTREAM_RECREATE_ATTEMPTS")
-    # Wait after a rate-limit refusal (Pardot 122: the daily allowance) before calling again.
+    # Wait after a refusal for a spent daily allowance before calling again.
     rate_limit_wait_seconds: int = Field(default=1800, ge=1, alias="RATE_LIMIT_WAIT_SECONDS")
-    # First backoff of in-call retries (Pardot 66: too many concurrent requests); doubles each time.
+    # First backoff of in-call retries of a concurrency refusal; doubles each time.
     upstream_backoff_seconds: float = Field(default=2.0, ge=0.01, alias="UPSTREAM_BACKOFF_SECONDS")
     http_timeout_seconds: float = Field(default=30.0, ge=1, alias="HTTP_TIMEOUT_SECONDS")
     # The copy holds up to 7 parts in memory: 64 MiB parts stay well inside copy_result's 1024 MB.
@@ -60,8 +61,9 @@ class Settings(BaseModel):
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; a missing or bad variable fails with its name and the reason."""
     env = os.environ if environ is None else environ
+    secrets = {k: v for k, v in env.items() if k.endswith("_SECRET_ARN") and v}
     try:
-        return Settings.model_validate(dict(env))
+        return Settings.model_validate({**env, "secret_arns": secrets})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)

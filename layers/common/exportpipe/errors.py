@@ -92,8 +92,8 @@ class UpstreamUnavailableError(UpstreamError):
 
 
 class UpstreamRateLimitedError(UpstreamUnavailableError):
-    """The upstream's rate limit (Pardot 66: concurrency, 122: daily allowance) refused the call, or
-    an HTTP 429 / 503 said with ``Retry-After`` when to come back (a wait longer than a call may
+    """The upstream's rate limit (too many concurrent calls, or the daily allowance spent) refused
+    the call, or an HTTP 429 / 503 said with ``Retry-After`` when to come back (a wait longer than a call may
     spend waiting inside the Lambda, see :data:`exportpipe.http.IN_CALL_WAIT_LIMIT`).
 
     Retrying soon would only burn the allowance: callers wait ``retry_after`` seconds (or their own

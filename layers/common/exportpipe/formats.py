@@ -8,8 +8,8 @@ format itself marks its end, a checker fed the chunks as they pass tells a cut f
   record). Truncated: the file ends inside a quoted field, or it does not end with a newline and its
   last record has fewer fields than the header. A cut inside the last field of a record (or right
   after its last comma) leaves a well-formed shorter CSV: RFC 4180 lets the last record go without a
-  line break. ``csv-terminated``, for sources whose writer ends every record with a line break (the
-  Pardot client declares it), also calls a file that does not end with one truncated. Either way a cut exactly
+  line break. ``csv-terminated``, for sources whose writer ends every record with a line break (their
+  client declares it), also calls a file that does not end with one truncated. Either way a cut exactly
   at the end of a record cannot be seen in the bytes: only the framing can tell.
 - ``json``: the brackets outside strings (escapes handled across chunk boundaries) must be balanced
   at the end, and the file must not end inside a string or be empty. Records: the elements of the

@@ -14,7 +14,7 @@ Three things are guarded here, for every source:
   internal address (DNS rebinding) is refused too unless it is listed by exact name.
 - **Who gets the credentials.** :func:`open_download` sends the auth headers only while the URL's
   host is one of the client's auth hosts (requests drops ``Authorization`` on a cross-host redirect
-  but keeps every other header, Pardot's ``Pardot-Business-Unit-Id`` for one).
+  but keeps every other header, a source's own credential headers among them).
 - **How long a call waits inside the Lambda.** Every in-call wait (urllib3's retry backoff, a
   ``Retry-After``, a source's own backoff) draws from one budget of :data:`IN_CALL_WAIT_LIMIT`
   seconds per call; a longer wait is handed back to the workflow as
@@ -466,7 +466,7 @@ def guard_session(session: requests.Session, trusted: Iterable[str]) -> None:
 
 
 def _error_code(body: str) -> int | str | None:
-    """The ``code`` of a JSON error body (Pardot v5's ``{"code", "message"}``), if there is one."""
+    """The ``code`` of a JSON error body (``{"code", "message"}``, as some upstreams answer), if any."""
     try:
         parsed = json.loads(body)
     except ValueError:

@@ -59,8 +59,8 @@ class Manifest(BaseModel):
     upstream_id: str | None
     format: str
     timezone: str | None = None  # timezone of dates inside the files, where the source says
-    # when the upstream export was created, as the upstream wrote it: Pardot writes it in the
-    # exporting user's timezone, so its offset shows the zone the files' dates are in
+    # when the upstream export was created, as the upstream wrote it: a source that writes it in the
+    # exporting user's timezone shows by its offset the zone the files' dates are in
     upstream_created_at: str | None = None
     files: list[ResultFile]
     totals: Totals

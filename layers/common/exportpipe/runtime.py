@@ -26,7 +26,7 @@ class Deps:
     s3: Any
     sfn: Any
     publisher: EventPublisher
-    client_for: Callable[[str], SourceClient]
+    client_for: Callable[[str], SourceClient[Any]]
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
     remaining_seconds: Callable[[], float] | None = None

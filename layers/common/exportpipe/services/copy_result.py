@@ -234,7 +234,7 @@ def _interrupted(
 
 
 def _copy_one(
-    deps: Deps, client: SourceClient, job: Job, url: str, key: str, tuning: CopyTuning
+    deps: Deps, client: SourceClient[Any], job: Job, url: str, key: str, tuning: CopyTuning
 ) -> ResultFile:
     try:
         with client.open_result(url) as stream:

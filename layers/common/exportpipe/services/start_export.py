@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
-from exportpipe.definitions import PardotDefinition, Window, parse_definition
+from exportpipe.definitions import DefinitionBase, Window, parse_definition
 from exportpipe.errors import (
     ExportPipeError,
     InvalidDefinitionError,
@@ -73,7 +73,7 @@ class StartExportEvent(BaseModel):
         return self
 
 
-def plan_window(definition: PardotDefinition, watermark: datetime | None, until: datetime) -> Window | None:
+def plan_window(definition: DefinitionBase, watermark: datetime | None, until: datetime) -> Window | None:
     """[watermark or definition.start, until) rounded down to the minute, at most ``max_window`` long."""
     end = until.replace(second=0, microsecond=0)
     start = watermark or definition.start
@@ -83,7 +83,7 @@ def plan_window(definition: PardotDefinition, watermark: datetime | None, until:
     return Window.of(start, end)
 
 
-def report_watermark_age(definition: PardotDefinition, watermark: datetime | None, now: datetime) -> None:
+def report_watermark_age(definition: DefinitionBase, watermark: datetime | None, now: datetime) -> None:
     """Emit ``WatermarkAgeSeconds`` (dimension ``definition``): how far behind ``now`` the definition's
     delivered data ends (its watermark, or ``start`` before the first delivery; 0 for a ``start`` still
     in the future). Emitted on every tick, also one that skips, so each definition's freshness alarm
@@ -128,7 +128,7 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
 
 def _start_window(
     deps: Deps,
-    definition: PardotDefinition,
+    definition: DefinitionBase,
     window: Window,
     until: datetime,
     watermark: datetime | None,
@@ -208,7 +208,7 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> d
     return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
 
 
-def create_upstream(deps: Deps, job: Job, definition: PardotDefinition) -> dict[str, Any]:
+def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[str, Any]:
     """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow.
 
     Refused for now (a rate limit, an outage), the job stays REQUESTED, deferred until the

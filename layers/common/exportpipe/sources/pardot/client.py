@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exportpipe.definitions import PardotDefinition, Window
+from exportpipe.definitions import Window
 from exportpipe.errors import (
     ConfigurationError,
     UpstreamAuthError,
@@ -50,6 +50,7 @@ from exportpipe.http import (
     upstream_refusal,
 )
 from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+from exportpipe.sources.pardot.definition import PardotDefinition
 
 EXPIRED_TOKEN_CODE = 184
 CONCURRENCY_CODE = 66
