@@ -2,7 +2,7 @@
 
 Serve it with :class:`~exportpipe_dev.sandbox.base.SandboxServer`; the origin stands in for both
 ``login.salesforce.com`` (``POST /services/oauth2/token``) and ``pi.pardot.com`` (``/api/v5/...``).
-The catalog of objects, procedures, arguments and fields is :mod:`exportpipe.sources.pardot_catalog`,
+The catalog of objects, procedures, arguments and fields is :mod:`exportpipe.sources.pardot.catalog`,
 shared with the pipeline, so request validation here is the catalog's.
 
 Endpoints: ``POST /api/v5/exports`` (create), ``GET /api/v5/exports/{id}`` (read), ``GET /api/v5/exports``
@@ -216,7 +216,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 from zoneinfo import ZoneInfo
 
-from exportpipe.sources.pardot_catalog import (
+from exportpipe.sources.pardot.catalog import (
     VISITOR_ACTIVITY_TYPES,
     ArgValue,
     ExportDefinition,
