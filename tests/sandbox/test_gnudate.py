@@ -15,8 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from exportpipe_dev.sandbox.gnudate import DateSyntaxError, parse_date_argument, parse_gnu_date
-
-from exportpipe.sources.pardot.catalog import RELATIVE_DATES
+from exportpipe_dev.sandbox.pardot_requests import RELATIVE_DATES
 
 from .conftest import NOW
 

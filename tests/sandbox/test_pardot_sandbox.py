@@ -18,15 +18,14 @@ import requests
 from exportpipe_dev.sandbox.base import Clock, SandboxServer
 from exportpipe_dev.sandbox.gnudate import parse_date_argument
 from exportpipe_dev.sandbox.pardot import PardotSandbox
-
-from exportpipe.sources.pardot.catalog import (
-    MAX_FIELDS,
-    OBJECTS,
+from exportpipe_dev.sandbox.pardot_requests import (
     ExportRequestError,
     one_year_after,
     validate_definition,
     validate_export_request,
 )
+
+from exportpipe.sources.pardot.catalog import MAX_FIELDS, OBJECTS
 
 from .conftest import NOW, PardotApi
 

@@ -219,20 +219,22 @@ from zoneinfo import ZoneInfo
 from exportpipe.sources.pardot.catalog import (
     VISITOR_ACTIVITY_TYPES,
     ArgValue,
+    FieldType,
+    PardotObject,
+    Procedure,
+)
+from exportpipe_dev.sandbox.base import Clock, Framing, Request, Response, Sandbox
+from exportpipe_dev.sandbox.gnudate import parse_date_argument
+from exportpipe_dev.sandbox.pardot_requests import (
     ExportDefinition,
     ExportRequest,
     ExportRequestError,
-    FieldType,
     PardotErrorCode,
-    PardotObject,
-    Procedure,
     error_message,
     lookup_object,
     validate_definition,
     validate_export_request,
 )
-from exportpipe_dev.sandbox.base import Clock, Framing, Request, Response, Sandbox
-from exportpipe_dev.sandbox.gnudate import parse_date_argument
 
 __all__ = ["ExportState", "PardotSandbox"]
 
