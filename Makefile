@@ -15,10 +15,10 @@ CHECKOV_REPORT  := $(CHECKOV_VENV)/report.txt
 
 help:
 	@echo "make demo     - run the whole pipeline locally (moto + real state machine + sandboxes), show the result"
-	@echo "make test     - lint, type-check, cfn-lint, checkov, bandit, and every test (unit, functional, end-to-end)"
+	@echo "make test     - lint, type-check, complexity, cfn-lint, checkov, bandit, and every test (unit, functional, end-to-end)"
 	@echo "make bench    - copier benchmark (memory vs file size, cost over plain upload) -> bench-output/"
 	@echo "make security - checkov on template.yaml (own venv: $(CHECKOV_VENV)) and bandit on the runtime code"
-	@echo "make lint | typecheck | cfn-lint | checkov | bandit | pytest | format | build | clean"
+	@echo "make lint | typecheck | complexity | cfn-lint | checkov | bandit | pytest | format | build | clean"
 
 $(STAMP): pyproject.toml dev/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,7 +62,11 @@ security: checkov bandit
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck cfn-lint checkov bandit pytest
+# The runtime package's functions stay simple enough to review: McCabe complexity at most 10.
+complexity: setup
+	$(BIN)/ruff check --select C901 --config 'lint.mccabe.max-complexity=10' layers/common/exportpipe functions
+
+test: lint typecheck complexity cfn-lint checkov bandit pytest
 
 demo: setup
 	rm -rf demo-output
@@ -79,4 +83,4 @@ build:
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
-.PHONY: help setup lint format typecheck cfn-lint checkov bandit security pytest test demo bench build clean
+.PHONY: help setup lint format typecheck complexity cfn-lint checkov bandit security pytest test demo bench build clean

@@ -211,28 +211,9 @@ class JsonChecker(FormatChecker):
         if not chunk:
             return
         self.bytes += len(chunk)
-        data = b"\\" + chunk if self._escape else chunk
-        self._escape = False
-        if data.endswith(b"\\"):  # an escape cut by the chunk's end: finish it with the next chunk
-            stripped = data.rstrip(b"\\")
-            self._escape = (len(data) - len(stripped)) % 2 == 1
-            data = stripped
-        if b'\\"' in data:
-            # Within a string every backslash starts a two-byte escape and a run of backslashes starts
-            # on an escape boundary, so pairing them left to right is exact; what is left of ``\"`` is
-            # an escaped quote. Backslashes before anything but a quote change nothing here.
-            data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-        if b'"' in data:
-            pieces = data.split(b'"')
-            outside = b"\x00".join(pieces[1::2] if self._in_string else pieces[0::2])
-            if len(pieces) % 2 == 0:
-                self._in_string = not self._in_string
-            if self._in_string:  # the last string opened in this chunk and runs on: mark it here
-                outside += b"\x00"
-        elif self._in_string:
+        outside = self._outside_strings(chunk)
+        if outside is None:
             return
-        else:
-            outside = data
         skeleton = outside.translate(_TO_SKELETON, _NOT_SKELETON)
         if not skeleton:
             return
@@ -251,6 +232,30 @@ class JsonChecker(FormatChecker):
         self._seen.update(seen)
         self._arrays += skeleton.count(b"[") + skeleton.count(b"A") - skeleton.count(b"]")
         self._objects += skeleton.count(b"{") + skeleton.count(b"O") - skeleton.count(b"}")
+
+    def _outside_strings(self, chunk: bytes) -> bytes | None:
+        """The chunk's bytes outside JSON strings (each string a NUL mark), escapes handled across
+        chunk boundaries; None when the whole chunk lies inside one string."""
+        data = b"\\" + chunk if self._escape else chunk
+        self._escape = False
+        if data.endswith(b"\\"):  # an escape cut by the chunk's end: finish it with the next chunk
+            stripped = data.rstrip(b"\\")
+            self._escape = (len(data) - len(stripped)) % 2 == 1
+            data = stripped
+        if b'\\"' in data:
+            # Within a string every backslash starts a two-byte escape and a run of backslashes starts
+            # on an escape boundary, so pairing them left to right is exact; what is left of ``\"`` is
+            # an escaped quote. Backslashes before anything but a quote change nothing here.
+            data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+        if b'"' not in data:
+            return None if self._in_string else data
+        pieces = data.split(b'"')
+        outside = b"\x00".join(pieces[1::2] if self._in_string else pieces[0::2])
+        if len(pieces) % 2 == 0:
+            self._in_string = not self._in_string
+        if self._in_string:  # the last string opened in this chunk and runs on: mark it here
+            outside += b"\x00"
+        return outside
 
     def _counted(self, skeleton: bytes) -> Counter[tuple[int, int]]:
         """(character, nesting code after it) of every skeleton character.
@@ -407,6 +412,10 @@ class XmlChecker(FormatChecker):
         if self._root_empty:
             self._head_done = True
             return
+        self._read_children(head, end, final)
+
+    def _read_children(self, head: bytes, end: int, final: bool) -> None:
+        """From the root's first child (and its first child), which element names are records."""
         first = _first_child(head, end)
         if first is None:
             return self._need_more(final)
@@ -524,29 +533,32 @@ def _skip_misc(data: bytes, pos: int) -> int | None:
     while True:
         while pos < len(data) and data[pos] in _XML_SPACE:
             pos += 1
-        if data.startswith(b"<?", pos):
-            end = data.find(b"?>", pos + 2)
-            if end < 0:
-                return None
-            pos = end + 2
-        elif data.startswith(b"<!--", pos):
-            end = data.find(b"-->", pos + 4)
-            if end < 0:
-                return None
-            pos = end + 3
-        elif data.startswith(b"<!DOCTYPE", pos):
-            bracket, close = data.find(b"[", pos), data.find(b">", pos)
-            if close < 0:
-                return None
-            if 0 <= bracket < close:
-                m = re.compile(rb"\][ \t\r\n]*>").search(data, bracket)
-                if m is None:
-                    return None
-                pos = m.end()
-            else:
-                pos = close + 1
-        else:
-            return pos
+        after = _past_construct(data, pos)
+        if after is None or after == pos:
+            return after
+        pos = after
+
+
+_XML_PAIRS = ((b"<?", b"?>"), (b"<!--", b"-->"))
+_DOCTYPE_SUBSET_END = re.compile(rb"\][ \t\r\n]*>")
+
+
+def _past_construct(data: bytes, pos: int) -> int | None:
+    """Where the processing instruction, comment or doctype at ``pos`` ends; ``pos`` when there is
+    none there; None when it is not complete in ``data``."""
+    for opener, closer in _XML_PAIRS:
+        if data.startswith(opener, pos):
+            end = data.find(closer, pos + len(opener))
+            return None if end < 0 else end + len(closer)
+    if not data.startswith(b"<!DOCTYPE", pos):
+        return pos
+    bracket, close = data.find(b"[", pos), data.find(b">", pos)
+    if close < 0:
+        return None
+    if 0 <= bracket < close:  # an internal subset: it ends at "]" then ">"
+        m = _DOCTYPE_SUBSET_END.search(data, bracket)
+        return None if m is None else m.end()
+    return close + 1
 
 
 def _start_tag(data: bytes, pos: int) -> tuple[bytes, int, bool] | None:

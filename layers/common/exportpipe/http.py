@@ -273,6 +273,27 @@ def _check_url(url: str, auth_hosts: frozenset[str], allowed: tuple[str, ...]) -
     def refuse(why: str) -> UnsafeDownloadError:
         return UnsafeDownloadError(f"result URL {shown!r} refused: {why}")
 
+    scheme, host = _unambiguous(url, refuse)
+    try:
+        ip = _address_of(host)
+    except ValueError as exc:
+        raise refuse(str(exc)) from None
+    explicit = host in auth_hosts or host in exact_hosts(allowed)
+    loopback = _loopback(host, ip)
+    if (loopback or (ip is not None and _internal(ip))) and not explicit:
+        raise refuse(f"host {host!r} is internal; only hosts allow-listed by exact name may be")
+    if scheme == "http" and not (loopback and explicit):
+        raise refuse(
+            f"host {host!r}: plain HTTP is only allowed on loopback hosts allow-listed by exact name"
+        )
+    if host not in auth_hosts and not host_allowed(host, allowed):
+        raise refuse(f"host {host!r} is not the API host and not in the allow-list")
+    return host
+
+
+def _unambiguous(url: str, refuse: Callable[[str], UnsafeDownloadError]) -> tuple[str, str]:
+    """The URL's scheme and host, if every parser that matters reads the same ones (urlsplit, which
+    the checks read; urllib3, which connects; the URL requests prepares and sends); else refused."""
     if _FORBIDDEN.search(url):
         raise refuse("it holds a backslash, white space, a control or a non-ASCII character")
     try:
@@ -297,21 +318,7 @@ def _check_url(url: str, auth_hosts: frozenset[str], allowed: tuple[str, ...]) -
     for other in (connecting, sent):
         if (_bare(other.host or ""), other.port, other.scheme) != (host, split_port, scheme):
             raise refuse("URL parsers disagree on its host")
-    try:
-        ip = _address_of(host)
-    except ValueError as exc:
-        raise refuse(str(exc)) from None
-    explicit = host in auth_hosts or host in exact_hosts(allowed)
-    loopback = _loopback(host, ip)
-    if (loopback or (ip is not None and _internal(ip))) and not explicit:
-        raise refuse(f"host {host!r} is internal; only hosts allow-listed by exact name may be")
-    if scheme == "http" and not (loopback and explicit):
-        raise refuse(
-            f"host {host!r}: plain HTTP is only allowed on loopback hosts allow-listed by exact name"
-        )
-    if host not in auth_hosts and not host_allowed(host, allowed):
-        raise refuse(f"host {host!r} is not the API host and not in the allow-list")
-    return host
+    return scheme, host
 
 
 # ---- the connection guard (DNS rebinding) --------------------------------------------------------

@@ -386,36 +386,14 @@ class JobStore:
     ) -> Job:
         names: dict[str, str] = {"#s": "status"}
         values: dict[str, Any] = dict(extra[1]) if extra else {}
-        clauses: list[str] = []
-        for i, (key, value) in enumerate(_scrubbed(sets).items()):
-            names[f"#a{i}"] = key
-            values[f":a{i}"] = value
-            clauses.append(f"#a{i} = :a{i}")
-        if append_history is not None:
-            names["#h"] = "history"
-            values[":h"] = [append_history]
-            values[":empty"] = []
-            clauses.append("#h = list_append(if_not_exists(#h, :empty), :h)")
-        placeholders = []
-        for i, status in enumerate(condition_statuses):
-            values[f":c{i}"] = status.value
-            placeholders.append(f":c{i}")
-        equal = ""
-        for i, (key, value) in enumerate((where or {}).items()):
-            names[f"#w{i}"] = key
-            values[f":w{i}"] = value
-            equal += f" AND #w{i} = :w{i}"
-        if uncommitted:
-            names["#commit"] = "commit"
-            equal += " AND attribute_not_exists(#commit)"
-        if extra:
-            equal += f" AND {extra[0]}"
+        update = _set_clauses(_scrubbed(sets), append_history, names, values)
+        condition = _condition(condition_statuses, where, uncommitted, extra, names, values)
         try:
             resp = self._db.update_item(
                 TableName=self._table,
                 Key=_to_item({"pk": f"JOB#{job_id}"}),
-                UpdateExpression="SET " + ", ".join(clauses),
-                ConditionExpression=f"attribute_exists(pk) AND #s IN ({', '.join(placeholders)}){equal}",
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={k: _ser.serialize(v) for k, v in values.items()},
                 ReturnValues="ALL_NEW",
@@ -435,6 +413,50 @@ class JobStore:
                 raise TransitionError(job_id, f"{current} (no longer {dict(where)})", target) from exc
             raise TransitionError(job_id, str(current), target) from exc
         return Job.model_validate(_from_item(resp["Attributes"]))
+
+
+def _set_clauses(
+    sets: Mapping[str, Any], history: dict[str, Any] | None, names: dict[str, str], values: dict[str, Any]
+) -> str:
+    """The update's ``SET`` expression: each attribute, and the history entry appended."""
+    clauses: list[str] = []
+    for i, (key, value) in enumerate(sets.items()):
+        names[f"#a{i}"] = key
+        values[f":a{i}"] = value
+        clauses.append(f"#a{i} = :a{i}")
+    if history is not None:
+        names["#h"] = "history"
+        values[":h"] = [history]
+        values[":empty"] = []
+        clauses.append("#h = list_append(if_not_exists(#h, :empty), :h)")
+    return "SET " + ", ".join(clauses)
+
+
+def _condition(
+    statuses: list[JobStatus],
+    where: Mapping[str, Any] | None,
+    uncommitted: bool,
+    extra: tuple[str, Mapping[str, Any]] | None,
+    names: dict[str, str],
+    values: dict[str, Any],
+) -> str:
+    """The update's condition: the job exists, is in one of ``statuses``, still has ``where``'s
+    values, has no committed delivery (``uncommitted``), and meets ``extra``'s clause."""
+    placeholders = []
+    for i, status in enumerate(statuses):
+        values[f":c{i}"] = status.value
+        placeholders.append(f":c{i}")
+    condition = f"attribute_exists(pk) AND #s IN ({', '.join(placeholders)})"
+    for i, (key, value) in enumerate((where or {}).items()):
+        names[f"#w{i}"] = key
+        values[f":w{i}"] = value
+        condition += f" AND #w{i} = :w{i}"
+    if uncommitted:
+        names["#commit"] = "commit"
+        condition += " AND attribute_not_exists(#commit)"
+    if extra:
+        condition += f" AND {extra[0]}"
+    return condition
 
 
 def upstream_ref(source: str, upstream_id: str) -> str:

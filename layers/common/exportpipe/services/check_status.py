@@ -55,7 +55,6 @@ class CheckStatusEvent(BaseModel):
 
 def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CheckStatusEvent, event)
-    settings = deps.settings
     logger.append_keys(job_id=request.job_id)
     if request.error is not None:
         return _record_workflow_failure(deps, request.job_id, request.error, request.attempt)
@@ -70,11 +69,18 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     if past_deadline(deps, job):
         return _give_up_waiting(deps, job, attempt)
 
+    return _poll(deps, job, request.attempt)
+
+
+def _poll(deps: Deps, job: Job, previous: int) -> dict[str, Any]:
+    """Read the upstream export once (check number ``previous + 1``) and act on its state."""
+    settings = deps.settings
+    attempt = previous + 1
     client = deps.client_for(job.source)
     try:
         upstream = client.get_export(str(job.upstream_id))
     except UpstreamRateLimitedError as exc:
-        return wait_out_rate_limit(deps, job, request.attempt, exc)
+        return wait_out_rate_limit(deps, job, previous, exc)
     except UpstreamUnavailableError as exc:
         logger.warning("upstream unavailable while polling; will check again", error=str(exc))
         job = deps.store.update(
@@ -91,6 +97,13 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     finally:
         client.close()
 
+    return _on_state(deps, job, upstream, attempt)
+
+
+def _on_state(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
+    """Still running: wait (backoff); ready: READY with its files; canceled: CANCELED; failed or
+    expired: create it again (bounded)."""
+    settings = deps.settings
     if upstream.state is UpstreamState.PENDING:
         job = deps.store.update(
             job.job_id,

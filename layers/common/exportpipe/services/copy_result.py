@@ -126,26 +126,12 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
     except (UpstreamUnavailableError, DownloadIncompleteError) as exc:
         return _interrupted(deps, job, exc, landed=len(files))
     except ExportExpiredError as exc:
-        try:
-            again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
-        except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
-            return _rate_limited(deps, job, limited)
-        except UpstreamUnavailableError as unavailable:
-            return _interrupted(deps, job, unavailable, landed=len(files))
-        if again is None:
-            raise
-        return answer(deps, again, 0, settings.poll_base_seconds)
+        return _reexport(deps, job, exc, landed=len(files))
     finally:
         client.close()
-
     try:
         delivered = commit(
-            deps,
-            job,
-            owner,
-            files,
-            fmt=client.file_extension,
-            timezone=client.files_timezone(definition),
+            deps, job, owner, files, fmt=client.file_extension, timezone=client.files_timezone(definition)
         )
     except TransitionError:
         # superseded, or ended (the failure recorder, a re-export) before the delivery was decided
@@ -153,6 +139,19 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
         finished = finish_if_committed(deps, current)
         return _delivered(deps, finished) if finished is not None else _busy(deps, current)
     return _delivered(deps, delivered)
+
+
+def _reexport(deps: Deps, job: Job, exc: ExportExpiredError, *, landed: int) -> dict[str, Any]:
+    """The files expired before the copy: export again (bounded), the job back to EXPORTING."""
+    try:
+        again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
+    except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
+        return _rate_limited(deps, job, limited)
+    except UpstreamUnavailableError as unavailable:
+        return _interrupted(deps, job, unavailable, landed=landed)
+    if again is None:
+        raise exc
+    return answer(deps, again, 0, deps.settings.poll_base_seconds)
 
 
 def _invocation_end(deps: Deps) -> datetime:

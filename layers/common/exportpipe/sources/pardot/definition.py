@@ -73,7 +73,6 @@ class PardotDefinition(DefinitionBase):
 
     @model_validator(mode="after")
     def _against_catalog(self) -> PardotDefinition:
-        problems: list[str] = []
         obj = catalog.OBJECTS.get(self.object)
         if obj is None:
             raise ValueError(
@@ -85,19 +84,33 @@ class PardotDefinition(DefinitionBase):
                 f"procedure: {self.procedure!r} is not a procedure of {self.object}; "
                 f"expected one of {sorted(obj.procedures)}"
             )
-        if self.fields is not None:
-            if not self.fields:
-                problems.append("fields: must not be empty (omit it to export every field)")
-            if len(self.fields) > catalog.MAX_FIELDS:
-                problems.append(
-                    f"fields: {len(self.fields)} fields given, at most {catalog.MAX_FIELDS} allowed"
-                )
-            unknown = [f for f in self.fields if f not in obj.fields]
-            if unknown:
-                problems.append(f"fields: unknown field(s) of {self.object}: {', '.join(unknown)}")
-            dupes = sorted({f for f in self.fields if self.fields.count(f) > 1})
-            if dupes:
-                problems.append(f"fields: duplicated field(s): {', '.join(dupes)}")
+        problems = [*self._field_problems(obj), *self._argument_problems(proc)]
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"timezone: unknown IANA timezone {self.timezone!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _field_problems(self, obj: catalog.PardotObject) -> list[str]:
+        if self.fields is None:
+            return []
+        problems: list[str] = []
+        if not self.fields:
+            problems.append("fields: must not be empty (omit it to export every field)")
+        if len(self.fields) > catalog.MAX_FIELDS:
+            problems.append(f"fields: {len(self.fields)} fields given, at most {catalog.MAX_FIELDS} allowed")
+        unknown = [f for f in self.fields if f not in obj.fields]
+        if unknown:
+            problems.append(f"fields: unknown field(s) of {self.object}: {', '.join(unknown)}")
+        dupes = sorted({f for f in self.fields if self.fields.count(f) > 1})
+        if dupes:
+            problems.append(f"fields: duplicated field(s): {', '.join(dupes)}")
+        return problems
+
+    def _argument_problems(self, proc: catalog.Procedure) -> list[str]:
+        problems: list[str] = []
         for arg, value in self.arguments.items():
             if arg in (proc.after_arg, proc.before_arg):
                 problems.append(
@@ -108,14 +121,6 @@ class PardotDefinition(DefinitionBase):
                     f"arguments.{arg}: not an argument of {self.object}.{self.procedure}; "
                     f"expected one of {sorted(proc.extra_args) or 'none'}"
                 )
-            else:
-                reason = _argument_problem(proc.extra_args[arg], value)
-                if reason:
-                    problems.append(f"arguments.{arg}: {reason}")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"timezone: unknown IANA timezone {self.timezone!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            elif reason := _argument_problem(proc.extra_args[arg], value):
+                problems.append(f"arguments.{arg}: {reason}")
+        return problems
