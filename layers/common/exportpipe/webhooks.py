@@ -63,7 +63,6 @@ class WebhookReceiver(Protocol):
         ``body`` is exactly what the sender signed. Raises :class:`MalformedWebhookError` for a
         correctly signed body that cannot be read.
         """
-        ...
 
 
 ReceiverFactory = Callable[["Deps"], WebhookReceiver]
