@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 
+from exportpipe.definitions import parse_definition
 from exportpipe.errors import ManifestConflictError, TransitionError
 from exportpipe.jobs import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
 from exportpipe.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.services.start_export import start_export
+from exportpipe.services.start_export import start_next_window
 
 # S3's answers to a conditional write that lost: 412, and 409 while another conditional write of
 # the same key is in progress.
@@ -232,7 +233,7 @@ def _continue(deps: Deps, job: Job) -> dict[str, Any] | None:
     if job.until is None or job.window.end >= job.until or not job.moves_watermark:
         return None
     try:
-        result = start_export({"definition": job.definition, "until": job.until.isoformat()}, deps)
+        result = start_next_window(deps, parse_definition(job.definition), job.until)
     except Exception as exc:  # the next schedule tick (or a re-invocation) continues anyway
         logger.warning("could not start the next window", error=str(exc))
         return None

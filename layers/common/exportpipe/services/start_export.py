@@ -96,8 +96,7 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(StartExportEvent, event)
     definition = parse_definition(request.definition)  # fails before any upstream call
     now = deps.clock()
-    # Never export past now minus the definition's lag: rows may still arrive for the last minutes.
-    latest = (now - definition.lag).replace(second=0, microsecond=0)
+    latest = _latest(definition, now)
     if request.window is not None:
         if request.window.length > definition.max_window:
             raise InvalidDefinitionError(
@@ -111,16 +110,34 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
         logger.warning(
             "operator retry: the definition's failed attempts are forgotten", definition=definition.name
         )
-    for _ in range(3):  # plan again if the watermark moves under us
+    return _plan_and_start(deps, definition, until, request.window)
+
+
+def start_next_window(deps: Deps, definition: DefinitionBase, until: datetime) -> dict[str, Any]:
+    """The job lifecycle's way on after a delivery that stopped short of ``until`` (a backfill): the
+    definition's next window, planned from its watermark, as a tick up to ``until`` would start it."""
+    until = min(until, _latest(definition, deps.clock())).replace(second=0, microsecond=0)
+    return _plan_and_start(deps, definition, until, None)
+
+
+def _latest(definition: DefinitionBase, now: datetime) -> datetime:
+    """Never export past now minus the definition's lag: rows may still arrive for the last minutes."""
+    return (now - definition.lag).replace(second=0, microsecond=0)
+
+
+def _plan_and_start(
+    deps: Deps, definition: DefinitionBase, until: datetime, explicit: Window | None
+) -> dict[str, Any]:
+    """Plan the window (``explicit``, or from the watermark up to ``until``) and start it; plan again
+    if the watermark moves under us."""
+    for _ in range(3):
         watermark = deps.store.watermark(definition.name)
-        report_watermark_age(definition, watermark, now)
-        window = request.window or plan_window(definition, watermark, until)
+        report_watermark_age(definition, watermark, deps.clock())
+        window = explicit or plan_window(definition, watermark, until)
         if window is None:
             logger.info("definition is up to date; nothing to export", definition=definition.name)
             return {"status": "UP_TO_DATE", "definition": definition.name}
-        result = _start_window(
-            deps, definition, window, until, watermark, explicit=request.window is not None
-        )
+        result = _start_window(deps, definition, window, until, watermark, explicit=explicit is not None)
         if result is not None:
             return result
     return {"status": "SKIPPED", "reason": "the definition's watermark kept moving; the next tick goes on"}
