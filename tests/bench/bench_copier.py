@@ -109,7 +109,7 @@ def main() -> int:
                     key=key,
                     content_type="text/csv",
                     expected_length=total,
-                    count_csv=True,
+                    file_format="csv",
                     tuning=tuning,
                 )
 

@@ -56,9 +56,9 @@ def test_reader_fills_every_read_and_measures() -> None:
     assert reader.records == len(AWKWARD) * 50 - 1
 
 
-def test_count_csv_is_the_older_spelling_of_the_csv_format() -> None:
+def test_the_file_format_picks_the_checker() -> None:
     data = _csv(AWKWARD)
-    reader = MeasuringReader([data], expected_length=None, count_csv=True)
+    reader = MeasuringReader([data], expected_length=None, file_format="csv")
     _drain(reader, 1000)
     assert isinstance(reader.checker, CsvRecordCounter) and reader.records == len(AWKWARD) - 1
     assert isinstance(MeasuringReader([], expected_length=None, file_format="json").checker, JsonChecker)

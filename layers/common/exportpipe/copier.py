@@ -41,7 +41,6 @@ class MeasuringReader(io.RawIOBase):
     it is cut short, raises DownloadIncompleteError when the end is read, which is before the last
     bytes are returned (a read looks one byte ahead): the transfer aborts the multipart upload and
     nothing lands.
-    ``count_csv=True`` is the older spelling of ``file_format="csv"``.
     """
 
     def __init__(
@@ -50,7 +49,6 @@ class MeasuringReader(io.RawIOBase):
         *,
         expected_length: int | None,
         file_format: str | None = None,
-        count_csv: bool = False,
     ) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._buffer = bytearray()
@@ -58,9 +56,7 @@ class MeasuringReader(io.RawIOBase):
         self.sha256 = hashlib.sha256()
         self.bytes = 0
         self.expected_length = expected_length
-        self.checker: FormatChecker | None = checker_for(
-            file_format if file_format is not None else ("csv" if count_csv else None)
-        )
+        self.checker: FormatChecker | None = checker_for(file_format)
 
     @property
     def records(self) -> int | None:
@@ -138,7 +134,6 @@ def stream_to_s3(
     content_type: str,
     expected_length: int | None,
     file_format: str | None = None,
-    count_csv: bool = False,
     tuning: CopyTuning | None = None,
 ) -> ResultFile:
     """Upload the stream to ``s3://bucket/key``; verify the stored size; return what the manifest lists.
@@ -147,9 +142,7 @@ def stream_to_s3(
     without a checker is uploaded unchecked, with ``records`` None.
     """
     tuning = tuning or CopyTuning()
-    reader = MeasuringReader(
-        chunks, expected_length=expected_length, file_format=file_format, count_csv=count_csv
-    )
+    reader = MeasuringReader(chunks, expected_length=expected_length, file_format=file_format)
     config = tuning.transfer_config()
     # Bound the non-seekable upload's read-ahead buffer (s3transfer default: 10 parts).
     config.max_in_memory_upload_chunks = tuning.max_in_memory_chunks

@@ -51,7 +51,6 @@ class SourceClient(Protocol[D]):
     # exportpipe.formats.CHECKERS (the extension, or a dialect of it such as "csv-terminated").
     file_format: str
     content_type: str
-    count_records: bool
 
     def create_export(self, definition: D, window: Window) -> UpstreamExport: ...
 

@@ -106,7 +106,6 @@ class PardotClient:
     # a file that does not end with one was cut, even where the cut left whole fields.
     file_format = "csv-terminated"
     content_type = "text/csv"
-    count_records = True
 
     def __init__(
         self,
