@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from exportpipe_dev.local import LocalStack
     from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-    from exportpipe.jobs import Job
+    from exportpipe.models.job import Job
 
 # The sandbox settings tests change; each test gets them back as they were.
 PARDOT_KNOBS = (

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exportpipe.jobs import Job, JobStatus
-from exportpipe.store import JobStore
+from exportpipe.adapters.store import JobStore
+from exportpipe.models.job import Job, JobStatus
 from exportpipe_dev.local import LocalStack
 
 

@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from exportpipe.aws import aws_clients
+from exportpipe.adapters.aws import aws_clients
 from exportpipe.observability import logger, metrics, tracer
 from exportpipe.runtime import build_deps
 from exportpipe.services.receive_webhook import receive_completion

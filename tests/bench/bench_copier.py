@@ -1,6 +1,6 @@
 """Copier benchmark: memory must not grow with file size, and hashing + counting must cost little.
 
-Streams synthetic CSV of two sizes through :func:`exportpipe.copier.stream_to_s3` into S3 served by
+Streams synthetic CSV of two sizes through :func:`exportpipe.adapters.copier.stream_to_s3` into S3 served by
 a moto server in a *separate process* (so only the copier's own allocations are traced), and writes
 the figures to ``bench-output/copier.json``. Machines here are noisy, so the figures that gate are
 ratios measured side by side in one run:
@@ -26,8 +26,8 @@ from pathlib import Path
 import boto3
 import requests
 
-from exportpipe.copier import MIB, CopyTuning, stream_to_s3
-from exportpipe.jobs import ResultFile
+from exportpipe.adapters.copier import MIB, CopyTuning, stream_to_s3
+from exportpipe.models.job import ResultFile
 
 SIZES_MIB = (16, 128)
 PART_MIB = 8

@@ -116,9 +116,9 @@ from moto.s3.exceptions import NoSuchUpload
 from moto.s3.models import S3Backend
 from moto.utilities.aws_headers import gen_amzn_requestid_long
 
-from exportpipe.aws import aws_clients
+from exportpipe.adapters.aws import aws_clients
 from exportpipe.http import IN_CALL_WAIT_LIMIT
-from exportpipe.jobs import TERMINAL, Job, JobStatus
+from exportpipe.models.job import TERMINAL, Job, JobStatus
 from exportpipe.observability import logger
 from tests.conftest import FAULT_MATRIX, PARDOT_KNOBS, ground_truth, load_event
 
@@ -1133,7 +1133,7 @@ def _skip_the_failed_jobs_clean_up(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _skip_the_copiers_end_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     # the copier takes a download that stops early for its end: no length check, a break ends it
-    import exportpipe.copier as copier
+    import exportpipe.adapters.copier as copier
 
     def lenient_pull(self: copier.MeasuringReader) -> bool:
         try:
@@ -1153,7 +1153,7 @@ def _skip_the_copiers_end_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _skip_settling_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
     # a delivery no longer moves its definition's watermark (nor releases the lease)
-    from exportpipe.store import JobStore
+    from exportpipe.adapters.store import JobStore
 
     monkeypatch.setattr(JobStore, "settle", lambda self, job: None)
 

@@ -19,11 +19,11 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.local.stack import LOCAL_PARAMETERS
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.definitions import parse_definition
-from exportpipe.jobs import Job, JobStatus, job_id_for
+from exportpipe.adapters.store import JobStore
+from exportpipe.models.definition import parse_definition
+from exportpipe.models.job import Job, JobStatus, job_id_for
 from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot.catalog import OBJECTS
-from exportpipe.store import JobStore
 from tests.conftest import ground_truth
 
 pytestmark = pytest.mark.e2e

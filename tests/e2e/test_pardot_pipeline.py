@@ -12,9 +12,9 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.local.template import substitute_definition
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.jobs import JobStatus
+from exportpipe.adapters.store import JobStore
+from exportpipe.models.job import JobStatus
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
-from exportpipe.store import JobStore
 from tests.conftest import ROOT, ground_truth, load_event
 
 pytestmark = pytest.mark.e2e

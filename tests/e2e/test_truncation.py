@@ -22,9 +22,9 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.base import Framing
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.jobs import Job, JobStatus
+from exportpipe.adapters.store import JobStore
+from exportpipe.models.job import Job, JobStatus
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
-from exportpipe.store import JobStore
 from tests.conftest import ground_truth, load_event
 
 pytestmark = pytest.mark.e2e

@@ -15,9 +15,9 @@ import pytest
 from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.aws import aws_clients
-from exportpipe.jobs import JobStatus
-from exportpipe.store import JobStore
+from exportpipe.adapters.aws import aws_clients
+from exportpipe.adapters.store import JobStore
+from exportpipe.models.job import JobStatus
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result
 from functions.start_export.app import lambda_handler as start_export

@@ -15,6 +15,7 @@ import pytest
 from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
+from exportpipe.adapters.store import JobStore
 from exportpipe.errors import (
     InvalidDefinitionError,
     InvalidEventError,
@@ -22,9 +23,8 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
 )
 from exportpipe.http import make_session
-from exportpipe.jobs import MAX_WINDOW_ATTEMPTS, JobStatus
+from exportpipe.models.job import MAX_WINDOW_ATTEMPTS, JobStatus
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
-from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result
 from functions.start_export.app import lambda_handler as start_export

@@ -17,12 +17,12 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.local.stack import FunctionFailedError
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.events import EventPublisher
+from exportpipe.adapters.events import EventPublisher
+from exportpipe.adapters.store import JobStore
 from exportpipe.http import make_session
-from exportpipe.jobs import JobStatus
+from exportpipe.models.job import JobStatus
 from exportpipe.observability import logger
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
-from exportpipe.store import JobStore
 from functions.check_status.app import lambda_handler as check_status
 from functions.start_export.app import lambda_handler as start_export
 from tests.conftest import load_event

@@ -14,7 +14,6 @@ import pytest
 from exportpipe_dev.sandbox.base import SandboxServer
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.definitions import Window, parse_definition
 from exportpipe.errors import (
     ConfigurationError,
     UnsafeDownloadError,
@@ -23,6 +22,7 @@ from exportpipe.errors import (
     UpstreamUnavailableError,
 )
 from exportpipe.http import IN_CALL_WAIT_LIMIT
+from exportpipe.models.definition import Window, parse_definition
 from exportpipe.sources.base import UpstreamState
 from exportpipe.sources.pardot.client import PardotClient, PardotCredentials, _export
 from tests.loopback import Answer, RecordingServer, recording_server

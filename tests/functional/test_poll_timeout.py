@@ -17,7 +17,7 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.config import load_settings
-from exportpipe.jobs import JobStatus
+from exportpipe.models.job import JobStatus
 from exportpipe.runtime import Deps, build_deps
 from exportpipe.services.check_status import check_status
 from exportpipe.services.copy_result import copy_result

@@ -13,8 +13,8 @@ from typing import Any
 from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.jobs import JobStatus
-from exportpipe.layout import Manifest, manifest_key
+from exportpipe.models.job import JobStatus
+from exportpipe.models.layout import Manifest, manifest_key
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result
 from functions.start_export.app import lambda_handler as start_export
@@ -73,7 +73,7 @@ def test_a_job_recorded_by_the_previous_code_is_polled_copied_and_delivered(
     _as_written_before(stack, started["job_id"])
     delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
     assert delivered["status"] == "DELIVERED"
-    from exportpipe.store import JobStore
+    from exportpipe.adapters.store import JobStore
 
     job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
     assert job.manifest_key is not None
@@ -98,7 +98,7 @@ def test_a_manifest_the_previous_code_wrote_before_it_crashed_is_finished_as_a_d
             break
         attempt = answer["attempt"]
         time.sleep(0.1)
-    from exportpipe.store import JobStore
+    from exportpipe.adapters.store import JobStore
 
     store = JobStore(stack.client("dynamodb"), stack.table)
     job = store.transition(started["job_id"], JobStatus.COPYING)

@@ -28,11 +28,11 @@ import requests
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from exportpipe_dev.local import LocalStack
 
-from exportpipe.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
-from exportpipe.definitions import Window
-from exportpipe.jobs import Job, JobStatus
+from exportpipe.adapters.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
+from exportpipe.adapters.store import JobStore, upstream_ref
+from exportpipe.models.definition import Window
+from exportpipe.models.job import Job, JobStatus
 from exportpipe.runtime import Deps
-from exportpipe.store import JobStore, upstream_ref
 from exportpipe.webhooks import (
     MAX_BODY_BYTES,
     RECEIVERS,

@@ -13,7 +13,7 @@ import requests
 from exportpipe_dev.sandbox.base import FRAMINGS, Framing, Request, Response, Sandbox, SandboxServer
 from moto import mock_aws
 
-from exportpipe.copier import MIB, CopyTuning, MeasuringReader, stream_to_s3
+from exportpipe.adapters.copier import MIB, CopyTuning, MeasuringReader, stream_to_s3
 from exportpipe.errors import DownloadIncompleteError
 from exportpipe.formats import CsvRecordCounter, JsonChecker
 

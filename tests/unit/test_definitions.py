@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from exportpipe.definitions import Window, parse_definition
 from exportpipe.errors import InvalidDefinitionError
+from exportpipe.models.definition import Window, parse_definition
 from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot.definition import PardotDefinition
 from tests.conftest import load_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from exportpipe.definitions import parse_definition
+from exportpipe.models.definition import parse_definition
 from exportpipe.services.check_status import CheckStatusEvent
 from exportpipe.services.copy_result import CopyResultEvent
 from exportpipe.services.start_export import StartExportEvent

@@ -3,8 +3,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from exportpipe.definitions import Window
-from exportpipe.jobs import TERMINAL, TRANSITIONS, JobStatus, job_id_for
+from exportpipe.models.definition import Window
+from exportpipe.models.job import TERMINAL, TRANSITIONS, JobStatus, job_id_for
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
 

@@ -36,7 +36,7 @@ def _imports(path: Path) -> set[str]:
 def test_layer_holds_runtime_code_only(tmp_path: Path) -> None:
     pkg = _build_layer_package(tmp_path)
     shipped = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()}
-    assert "store.py" in shipped and "sources/pardot/client.py" in shipped
+    assert "adapters/store.py" in shipped and "sources/pardot/client.py" in shipped
     assert not [s for s in shipped if s.startswith(("local/", "sandbox/")) or s in ("cli.py", "demo.py")]
     assert not [s for s in shipped if "__pycache__" in s]
     # nothing filters the package: the layer's Makefile copies it whole

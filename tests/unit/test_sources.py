@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from exportpipe.config import load_settings
-from exportpipe.definitions import DefinitionBase, parse_definition
 from exportpipe.errors import InvalidDefinitionError
+from exportpipe.models.definition import DefinitionBase, parse_definition
 from exportpipe.sources import registry
 from exportpipe.sources.base import ClientContext, SourceSpec
 

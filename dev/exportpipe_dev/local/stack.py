@@ -37,8 +37,8 @@ import boto3
 import requests
 from moto.server import ThreadedMotoServer
 
-from exportpipe.aws import reset_aws_clients
-from exportpipe.secrets import clear_secret_cache
+from exportpipe.adapters.aws import reset_aws_clients
+from exportpipe.adapters.secrets import clear_secret_cache
 from exportpipe_dev.local.bridge import FunctionSpec, LambdaBridge
 from exportpipe_dev.local.frontdoor import FrontDoor, Route
 from exportpipe_dev.local.template import Resolver, Template, TemplateError, substitute_definition

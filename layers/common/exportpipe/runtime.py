@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exportpipe.aws import AwsClients, aws_clients
+from exportpipe.adapters.aws import AwsClients, aws_clients
+from exportpipe.adapters.events import EventPublisher
+from exportpipe.adapters.store import JobStore
 from exportpipe.config import Settings, load_settings
-from exportpipe.events import EventPublisher
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
-from exportpipe.store import JobStore
 
 
 def utcnow() -> datetime:

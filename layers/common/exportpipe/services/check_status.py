@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportpipe.definitions import parse_definition
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
-from exportpipe.jobs import UNDELIVERED, Job, JobStatus
+from exportpipe.models.definition import parse_definition
+from exportpipe.models.job import UNDELIVERED, Job, JobStatus
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (

@@ -10,8 +10,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from exportpipe.adapters.store import STALE_CLAIM, upstream_ref
 from exportpipe.config import Settings
-from exportpipe.definitions import parse_definition
 from exportpipe.errors import (
     ExportPipeError,
     InvalidEventError,
@@ -19,10 +19,10 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.jobs import IN_WORKFLOW, Job, JobStatus
+from exportpipe.models.definition import parse_definition
+from exportpipe.models.job import IN_WORKFLOW, Job, JobStatus
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.store import STALE_CLAIM, upstream_ref
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportpipe.copier import MIB, CopyTuning, stream_to_s3
-from exportpipe.definitions import parse_definition
+from exportpipe.adapters.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.errors import (
     CopySupersededError,
     DownloadIncompleteError,
@@ -31,8 +30,9 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.jobs import UNDELIVERED, Job, JobStatus, ResultFile
-from exportpipe.layout import part_key
+from exportpipe.models.definition import parse_definition
+from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
+from exportpipe.models.layout import part_key
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (

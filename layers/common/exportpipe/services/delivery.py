@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 
-from exportpipe.definitions import parse_definition
 from exportpipe.errors import ManifestConflictError, TransitionError
-from exportpipe.jobs import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
-from exportpipe.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
+from exportpipe.models.definition import parse_definition
+from exportpipe.models.job import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
+from exportpipe.models.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.start_export import start_next_window

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exportpipe.errors import TransitionError
-from exportpipe.jobs import JobStatus
+from exportpipe.models.job import JobStatus
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.webhooks import Completion

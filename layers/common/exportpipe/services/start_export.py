@@ -17,14 +17,15 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
-from exportpipe.definitions import DefinitionBase, Window, parse_definition
+from exportpipe.adapters.store import upstream_ref
 from exportpipe.errors import (
     ExportPipeError,
     InvalidDefinitionError,
     TransitionError,
     UpstreamUnavailableError,
 )
-from exportpipe.jobs import (
+from exportpipe.models.definition import DefinitionBase, Window, parse_definition
+from exportpipe.models.job import (
     IN_WORKFLOW,
     MAX_WINDOW_ATTEMPTS,
     UNDELIVERED,
@@ -43,7 +44,6 @@ from exportpipe.services.common import (
     refusal_wait,
     start_workflow,
 )
-from exportpipe.store import upstream_ref
 
 
 class StartExportEvent(BaseModel):

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from exportpipe.config import Settings
-from exportpipe.definitions import DefinitionBase, Window
+from exportpipe.models.definition import DefinitionBase, Window
 
 
 class UpstreamState(StrEnum):

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.config import Settings
-from exportpipe.definitions import DefinitionBase
 from exportpipe.errors import ConfigurationError
-from exportpipe.secrets import read_secret_json
+from exportpipe.models.definition import DefinitionBase
 from exportpipe.sources.base import ClientContext, SourceClient, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
 

@@ -29,7 +29,6 @@ from zoneinfo import ZoneInfo
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exportpipe.definitions import Window
 from exportpipe.errors import (
     ConfigurationError,
     UpstreamAuthError,
@@ -49,6 +48,7 @@ from exportpipe.http import (
     open_download,
     upstream_refusal,
 )
+from exportpipe.models.definition import Window
 from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
 from exportpipe.sources.pardot.definition import PardotDefinition
 

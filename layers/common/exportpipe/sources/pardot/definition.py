@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 
-from exportpipe.definitions import DefinitionBase
+from exportpipe.models.definition import DefinitionBase
 from exportpipe.sources.pardot import catalog
 
 PardotArgument = bool | int | str | list[int]

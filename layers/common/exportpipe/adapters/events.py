@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from exportpipe.errors import EventPublishError, scrub
-from exportpipe.jobs import Job
-from exportpipe.layout import Manifest
+from exportpipe.models.job import Job
+from exportpipe.models.layout import Manifest
 
 EVENT_SOURCE = "exportpipe"
 DELIVERED = "Export Delivered"

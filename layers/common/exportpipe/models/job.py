@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from exportpipe.definitions import Window
+from exportpipe.models.definition import Window
 
 
 class JobStatus(StrEnum):

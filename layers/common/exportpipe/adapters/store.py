@@ -19,7 +19,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from exportpipe.errors import JobNotFoundError, TransitionError, scrub
-from exportpipe.jobs import TRANSITIONS, Job, JobStatus, Transition, sources_of
+from exportpipe.models.job import TRANSITIONS, Job, JobStatus, Transition, sources_of
 
 UPSTREAM_INDEX = "ByUpstreamId"
 # A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.

@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from exportpipe.definitions import Window
-from exportpipe.jobs import Job, ResultFile
+from exportpipe.models.definition import Window
+from exportpipe.models.job import Job, ResultFile
 
 MANIFEST_NAME = "_manifest.json"
 SCHEMA_VERSION: Literal["1"] = "1"

@@ -26,7 +26,7 @@ from urllib3.exceptions import ProtocolError
 
 from exportpipe.errors import DownloadIncompleteError
 from exportpipe.formats import FormatChecker, checker_for
-from exportpipe.jobs import ResultFile
+from exportpipe.models.job import ResultFile
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
