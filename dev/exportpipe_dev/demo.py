@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.job import Job, JobStatus
 from exportpipe_dev.local import LocalStack
 
@@ -33,7 +33,7 @@ def run_demo(output: str, *, timeout: float = 180.0) -> int:
         _say(f"  AWS endpoint   {stack.endpoint_url}")
         for name in stack.sandboxes:
             _say(f"  {name} sandbox {stack.sandbox_url(name)}")
-        store = JobStore(stack.client("dynamodb"), stack.table)
+        store = DynamoJobStore(stack.client("dynamodb"), stack.table)
         now = datetime.now(UTC)
         job_ids: list[str] = []
         for name in sorted(stack.schedules):
@@ -58,7 +58,7 @@ def run_demo(output: str, *, timeout: float = 180.0) -> int:
     return 0 if ok else 1
 
 
-def _follow(stack: LocalStack, store: JobStore, job_ids: list[str], timeout: float) -> list[Job]:
+def _follow(stack: LocalStack, store: DynamoJobStore, job_ids: list[str], timeout: float) -> list[Job]:
     _say("\nwaiting for the exports (Step Functions poll loop):")
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout

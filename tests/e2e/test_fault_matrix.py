@@ -1153,9 +1153,9 @@ def _skip_the_copiers_end_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _skip_settling_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
     # a delivery no longer moves its definition's watermark (nor releases the lease)
-    from exportpipe.adapters.store import JobStore
+    from exportpipe.adapters.store import DynamoJobStore
 
-    monkeypatch.setattr(JobStore, "settle", lambda self, job: None)
+    monkeypatch.setattr(DynamoJobStore, "settle", lambda self, job: None)
 
 
 def _credentials_to_every_host(monkeypatch: pytest.MonkeyPatch) -> None:

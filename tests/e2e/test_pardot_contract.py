@@ -19,7 +19,7 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.local.stack import LOCAL_PARAMETERS
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import Job, JobStatus, job_id_for
 from exportpipe.services.start_export import plan_window
@@ -38,8 +38,8 @@ def stack() -> Iterator[LocalStack]:
         yield running
 
 
-def _store(stack: LocalStack) -> JobStore:
-    return JobStore(stack.client("dynamodb"), stack.table)
+def _store(stack: LocalStack) -> DynamoJobStore:
+    return DynamoJobStore(stack.client("dynamodb"), stack.table)
 
 
 def _definition(

@@ -12,7 +12,7 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.local.template import substitute_definition
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.job import JobStatus
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from tests.conftest import ROOT, ground_truth, load_event
@@ -23,8 +23,8 @@ SCHEDULE = "StartExportFunctionPardotVisitorActivity"
 TICK = datetime(2026, 11, 25, 6, 5, tzinfo=UTC)
 
 
-def _store(stack: LocalStack) -> JobStore:
-    return JobStore(stack.client("dynamodb"), stack.table)
+def _store(stack: LocalStack) -> DynamoJobStore:
+    return DynamoJobStore(stack.client("dynamodb"), stack.table)
 
 
 def _event(name: str, **definition: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.base import Framing
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.services.copy_result import MAX_COPY_RETRIES
 from tests.conftest import ground_truth, load_event
@@ -91,7 +91,7 @@ def test_a_close_delimited_download_cut_halfway_is_copied_again_and_lands_whole(
     pardot.file_count = 3
     pardot.download_framing = "close"
     pardot.truncate_downloads = True
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     started = stack.invoke("StartExportFunction", _event("e2e-close-cut"))
     job_id = started["job_id"]
 
@@ -134,7 +134,7 @@ def test_a_download_that_stays_cut_fails_the_job_and_leaves_nothing(
     assert execution["status"] == "FAILED"
     states = stack.execution_states(started["job_id"])
     assert states.count("CopyResult") == 1 + MAX_COPY_RETRIES
-    job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+    job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
     assert job.status is JobStatus.FAILED and job.files == []
     assert (job.reason or "").startswith("DownloadIncompleteError")
     assert _keys(stack, job.job_id) == []

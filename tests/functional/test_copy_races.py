@@ -16,7 +16,7 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.adapters.aws import aws_clients
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.job import JobStatus
 from functions.check_status.app import lambda_handler as check_status
 from functions.copy_result.app import lambda_handler as copy_result
@@ -95,7 +95,7 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]
 def _check_invariants(stack: LocalStack, job_id: str) -> JobStatus:
     """A delivered job: its manifest lists exactly the folder's files, each present with its bytes.
     An undelivered one: nothing in its folder, no open upload."""
-    job = JobStore(stack.client("dynamodb"), stack.table).get(job_id)
+    job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(job_id)
     s3 = stack.client("s3")
     prefix = f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={job_id}/"
     keys = {
@@ -212,7 +212,7 @@ def test_a_stale_copy_taken_over_after_its_deadline_cannot_record_or_remove_part
 ) -> None:
     # GIVEN a copy that outlives its invocation's deadline (held before its first upload)
     job_id = _ready(stack, pardot, context, "race-stale-copy")
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     with paused_at("PutObject", lambda p: job_id in p.get("Key", "")) as (reached, go):
         stale, out = _in_thread(lambda: copy_result({"job_id": job_id}, context("CopyResultFunction")))
         assert reached.wait(30)

@@ -15,7 +15,7 @@ import pytest
 from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.errors import (
     InvalidDefinitionError,
     InvalidEventError,
@@ -67,13 +67,15 @@ def test_start_export_records_the_job_and_starts_its_workflow(
     # THEN the job is EXPORTING with the upstream id, and its workflow execution is named after it
     assert result["status"] == "EXPORTING"
     assert result["window"] == {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T06:05:00Z"}
-    job = JobStore(stack.client("dynamodb"), stack.table).get(result["job_id"])
+    job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(result["job_id"])
     assert job.status is JobStatus.EXPORTING and job.upstream_id == result["upstream_id"]
     assert [t.status for t in job.history] == [JobStatus.REQUESTED, JobStatus.EXPORTING]
     desc = stack.client("stepfunctions").describe_execution(executionArn=result["execution_arn"])
     assert json.loads(desc["input"]) == {"job_id": result["job_id"], "attempt": 0}
     # AND the job is found by its upstream id (one index query, no scan)
-    found = JobStore(stack.client("dynamodb"), stack.table).find_by_upstream("pardot", result["upstream_id"])
+    found = DynamoJobStore(stack.client("dynamodb"), stack.table).find_by_upstream(
+        "pardot", result["upstream_id"]
+    )
     assert found is not None and found.job_id == result["job_id"]
 
 
@@ -158,11 +160,11 @@ def test_workflow_failure_is_recorded_once(stack: LocalStack, context: Ctx) -> N
     event = {**load_event("check_status_failure"), "job_id": started["job_id"]}
     answer = check_status(event, context("CheckStatusFunction"))
     assert answer["status"] == "FAILED"
-    job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+    job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
     assert job.reason == "DownloadIncompleteError: download ended after 1024 of 4096 bytes"
     # a duplicate failure report (a retried task) leaves the record as it was
     assert check_status(event, context("CheckStatusFunction"))["status"] == "FAILED"
-    assert JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"]).history == job.history
+    assert DynamoJobStore(stack.client("dynamodb"), stack.table).get(started["job_id"]).history == job.history
 
 
 def test_webhook_route_answers_through_the_resolver(context: Ctx) -> None:
@@ -185,7 +187,7 @@ def test_files_expired_before_the_copy_are_exported_again(
         answer = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
         # THEN the copy starts the export over instead of failing, and says so in the history
         assert answer["status"] == "EXPORTING" and answer["attempt"] == 0 and answer["wait_seconds"] > 0
-        job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+        job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
         assert job.reexports == 1 and job.upstream_id != started["upstream_id"]
         assert [t.status for t in job.history][-3:] == [
             JobStatus.READY,
@@ -216,8 +218,8 @@ def test_a_daily_limit_while_copying_waits_instead_of_failing(
 # ---- regressions: crash windows and stuck leases ------------------------------------------------
 
 
-def _store(stack: LocalStack) -> JobStore:
-    return JobStore(stack.client("dynamodb"), stack.table)
+def _store(stack: LocalStack) -> DynamoJobStore:
+    return DynamoJobStore(stack.client("dynamodb"), stack.table)
 
 
 def _deliver(stack: LocalStack, job_id: str, context: Ctx) -> dict[str, Any]:
@@ -230,7 +232,7 @@ def test_a_tick_after_an_unsettled_delivery_starts_where_it_ended(
 ) -> None:
     # GIVEN a delivery that died before it moved the watermark and freed the lease
     first = start_export(_schedule_event("fn-unsettled"), context("StartExportFunction"))
-    monkeypatch.setattr(JobStore, "settle", lambda self, job: None)
+    monkeypatch.setattr(DynamoJobStore, "settle", lambda self, job: None)
     with pytest.raises(AttributeError):  # ... and before it could announce itself
         monkeypatch.setattr("exportpipe.services.delivery.after_delivery", _boom)
         _deliver(stack, first["job_id"], context)
@@ -253,14 +255,14 @@ def test_a_manifest_written_before_a_crash_is_a_delivery(
     # GIVEN a copy that wrote the manifest, then died before recording DELIVERED
     started = start_export(_schedule_event("fn-committed"), context("StartExportFunction"))
     assert _until_ready(stack, started["job_id"], context)["status"] == "READY"
-    real = JobStore.transition
+    real = DynamoJobStore.transition
 
-    def crash_on_delivered(self: JobStore, job_id: str, target: JobStatus, **kw: Any) -> Any:
+    def crash_on_delivered(self: DynamoJobStore, job_id: str, target: JobStatus, **kw: Any) -> Any:
         if target is JobStatus.DELIVERED:
             raise RuntimeError("simulated crash after the manifest")
         return real(self, job_id, target, **kw)
 
-    monkeypatch.setattr(JobStore, "transition", crash_on_delivered)
+    monkeypatch.setattr(DynamoJobStore, "transition", crash_on_delivered)
     with pytest.raises(RuntimeError):
         copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
     monkeypatch.undo()
@@ -553,10 +555,10 @@ def test_a_copy_the_rate_limit_keeps_refusing_fails_and_leaves_no_parts(
     monkeypatch.setenv("POLL_MAX_ATTEMPTS", "1")
     real = copy_service._copy_one
 
-    def second_file_refused(deps: Any, client: Any, job: Any, url: str, key: str, tuning: Any) -> Any:
+    def second_file_refused(deps: Any, client: Any, job: Any, url: str, key: str) -> Any:
         if key.endswith("part-00002.csv"):
             raise UpstreamRateLimitedError("Pardot daily API limit met (122) on download", retry_after=1)
-        return real(deps, client, job, url, key, tuning)
+        return real(deps, client, job, url, key)
 
     monkeypatch.setattr(copy_service, "_copy_one", second_file_refused)
     prefix = f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={started['job_id']}/"

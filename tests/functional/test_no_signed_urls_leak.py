@@ -18,7 +18,7 @@ from exportpipe_dev.local.stack import FunctionFailedError
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.adapters.events import EventPublisher
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.http import make_session
 from exportpipe.models.job import JobStatus
 from exportpipe.observability import logger
@@ -81,7 +81,7 @@ def test_a_signed_url_that_cannot_be_reached_leaks_nowhere(
 ) -> None:
     pardot.file_count = 1
     job_id = _ready(stack, context, "leak-connection")
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     # GIVEN the upstream hands out a signed storage URL whose host does not answer
     store.update(job_id, JobStatus.READY, {"result_urls": [_signed_url_nobody_answers()]})
     # WHEN the copy runs until it gives up (through Lambda, as the workflow would call it)
@@ -121,7 +121,7 @@ def test_the_store_and_the_event_scrub_text_from_anywhere(
     # text that did not come from a domain error (a library's message, say) is scrubbed on write too
     pardot.file_count = 1
     job_id = _ready(stack, context, "leak-store")
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     signed = f"https://storage.example/x.csv?sig={SECRET}"
     store.update(job_id, JobStatus.READY, {"upstream_state": f"unavailable: GET {signed} timed out"})
     failed = store.transition(job_id, JobStatus.FAILED, reason=f"ReadTimeout: {signed}")

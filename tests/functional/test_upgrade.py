@@ -73,9 +73,9 @@ def test_a_job_recorded_by_the_previous_code_is_polled_copied_and_delivered(
     _as_written_before(stack, started["job_id"])
     delivered = copy_result({"job_id": started["job_id"]}, context("CopyResultFunction"))
     assert delivered["status"] == "DELIVERED"
-    from exportpipe.adapters.store import JobStore
+    from exportpipe.adapters.store import DynamoJobStore
 
-    job = JobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
+    job = DynamoJobStore(stack.client("dynamodb"), stack.table).get(started["job_id"])
     assert job.manifest_key is not None
     s3 = stack.client("s3")
     manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=job.manifest_key)["Body"].read())
@@ -98,9 +98,9 @@ def test_a_manifest_the_previous_code_wrote_before_it_crashed_is_finished_as_a_d
             break
         attempt = answer["attempt"]
         time.sleep(0.1)
-    from exportpipe.adapters.store import JobStore
+    from exportpipe.adapters.store import DynamoJobStore
 
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     job = store.transition(started["job_id"], JobStatus.COPYING)
     _as_written_before(stack, job.job_id)
     folder = manifest_key(f"exports/source=pardot/dataset=visitor_activity/dt=2026-11-24/export={job.job_id}")

@@ -29,7 +29,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from exportpipe_dev.local import LocalStack
 
 from exportpipe.adapters.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
-from exportpipe.adapters.store import JobStore, upstream_ref
+from exportpipe.adapters.store import DynamoJobStore, upstream_ref
 from exportpipe.models.definition import Window
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.runtime import Deps
@@ -104,7 +104,7 @@ def post(stack: LocalStack, body: bytes, *, signed: bool = True) -> requests.Res
 
 def exporting_job(stack: LocalStack, upstream_id: str) -> Job:
     """An ``advocate`` job waiting for its export, recorded the way start_export records one."""
-    store = JobStore(stack.client("dynamodb"), stack.table)
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
     now = datetime.now(UTC)
     name = f"webhook-{upstream_id}"
     job = Job(
@@ -148,7 +148,7 @@ def test_a_signed_completion_moves_its_job_to_ready(stack: LocalStack) -> None:
     resp = post(stack, body)
     # THEN the job is READY with the result URL, and the receiver was built with the dependencies
     assert (resp.status_code, resp.json()) == (202, {"message": "job ready", "job_id": job.job_id})
-    stored = JobStore(stack.client("dynamodb"), stack.table).get(job.job_id)
+    stored = DynamoJobStore(stack.client("dynamodb"), stack.table).get(job.job_id)
     assert stored.status is JobStatus.READY
     assert stored.result_urls == ["https://example.com/adv-ready.csv"]
     assert [type(d) for d in StandInReceiver.built_with] == [Deps]
@@ -168,7 +168,7 @@ def test_an_unsigned_or_forged_completion_is_refused(stack: LocalStack) -> None:
         timeout=30,
     )
     assert (forged.status_code, forged.json()) == (401, {"message": "signature missing or invalid"})
-    assert JobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
+    assert DynamoJobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
 
 
 def test_a_binary_body_reaches_the_receiver_byte_for_byte(stack: LocalStack) -> None:
@@ -246,7 +246,7 @@ def test_a_body_over_the_limit_answers_413(stack: LocalStack, context: Ctx) -> N
         {"message": f"body over the limit of {MAX_BODY_BYTES} bytes"},
     )
     assert StandInReceiver.built_with == []
-    assert JobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
+    assert DynamoJobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
     # AND flagged base64 (binary), too, before it is decoded
     big = base64.b64encode(b"\xff" * (MAX_BODY_BYTES + 1)).decode()
     assert answer(webhook(proxy_event(big, base64_encoded=True), context("WebhookFunction")))[0] == 413
@@ -271,10 +271,10 @@ def test_the_store_unavailable_answers_503_and_the_redelivery_is_taken(
     assert resp.status_code == 503
     assert resp.headers["Retry-After"] == "60"
     assert resp.json() == {"message": "temporarily unable to process the webhook; retry later"}
-    assert JobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
+    assert DynamoJobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.EXPORTING
     # AND its redelivery, once the store is back, moves the job
     assert post(stack, body).status_code == 202
-    assert JobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.READY
+    assert DynamoJobStore(stack.client("dynamodb"), stack.table).get(job.job_id).status is JobStatus.READY
 
 
 @contextlib.contextmanager

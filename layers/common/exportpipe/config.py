@@ -54,6 +54,11 @@ class Settings(BaseModel):
     part_size_mib: int = Field(default=16, ge=5, le=64, alias="COPY_PART_SIZE_MIB")
 
     @property
+    def part_size(self) -> int:
+        """The copy's multipart part size in bytes."""
+        return self.part_size_mib * 1024 * 1024
+
+    @property
     def allowed_download_hosts(self) -> tuple[str, ...]:
         return tuple(h.strip().lower() for h in self.download_hosts.split(",") if h.strip())
 

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exportpipe.adapters.aws import AwsClients, aws_clients
+from exportpipe.adapters.bucket import S3ResultsBucket
 from exportpipe.adapters.events import EventPublisher
-from exportpipe.adapters.store import JobStore
+from exportpipe.adapters.store import DynamoJobStore
+from exportpipe.adapters.workflow import StepFunctionsWorkflow
 from exportpipe.config import Settings, load_settings
+from exportpipe.ports import EventBus, JobStore, ResultsBucket, Workflow
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
 
@@ -23,9 +26,9 @@ def utcnow() -> datetime:
 class Deps:
     settings: Settings
     store: JobStore
-    s3: Any
-    sfn: Any
-    publisher: EventPublisher
+    bucket: ResultsBucket
+    workflow: Workflow
+    publisher: EventBus
     client_for: Callable[[str], SourceClient[Any]]
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
@@ -44,9 +47,9 @@ def build_deps(
     clients = clients or aws_clients()
     return Deps(
         settings=settings,
-        store=JobStore(clients.dynamodb, settings.state_table, ttl_days=settings.job_ttl_days),
-        s3=clients.s3,
-        sfn=clients.sfn,
+        store=DynamoJobStore(clients.dynamodb, settings.state_table, ttl_days=settings.job_ttl_days),
+        bucket=S3ResultsBucket(clients.s3, settings.results_bucket),
+        workflow=StepFunctionsWorkflow(clients.sfn, settings.poll_state_machine_arn),
         publisher=EventPublisher(clients.events, settings.event_bus),
         client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,

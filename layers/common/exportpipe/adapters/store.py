@@ -11,19 +11,25 @@ One table, two kinds of item:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from exportpipe.errors import JobNotFoundError, TransitionError, scrub
-from exportpipe.models.job import TRANSITIONS, Job, JobStatus, Transition, sources_of
+from exportpipe.models.job import (
+    STALE_CLAIM,
+    TRANSITIONS,
+    CreateOutcome,
+    Job,
+    JobStatus,
+    Transition,
+    sources_of,
+    upstream_ref,
+)
 
 UPSTREAM_INDEX = "ByUpstreamId"
-# A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.
-STALE_CLAIM = timedelta(minutes=16)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -54,15 +60,7 @@ def _conditional_failed(exc: ClientError) -> bool:
     return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
-@dataclass(frozen=True)
-class CreateOutcome:
-    # "stale": the definition's watermark moved since the window was planned: plan again
-    result: Literal["created", "exists", "busy", "stale"]
-    job: Job | None = None  # the created or existing job
-    active_job_id: str | None = None  # for "busy": the job holding the definition's lease
-
-
-class JobStore:
+class DynamoJobStore:
     def __init__(
         self,
         client: Any,
@@ -459,9 +457,4 @@ def _condition(
     return condition
 
 
-def upstream_ref(source: str, upstream_id: str) -> str:
-    """The key of the ByUpstreamId index; store it with ``upstream_id`` when it becomes known."""
-    return f"{source}#{upstream_id}"
-
-
-__all__ = ["TRANSITIONS", "CreateOutcome", "JobStore", "upstream_ref"]
+__all__ = ["STALE_CLAIM", "TRANSITIONS", "CreateOutcome", "DynamoJobStore", "upstream_ref"]

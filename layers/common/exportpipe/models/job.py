@@ -7,9 +7,10 @@ schedule event delivered twice finds the job it already started instead of start
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -169,3 +170,23 @@ class Job(BaseModel):
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)
     event_sent: bool = False
+
+
+# A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.
+STALE_CLAIM = timedelta(minutes=16)
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    """What recording a new job found: ``created``; ``exists`` (this window's job, from an earlier
+    delivery of the same event); ``busy`` (another job holds the definition's lease); ``stale`` (the
+    definition's watermark moved since the window was planned: plan again)."""
+
+    result: Literal["created", "exists", "busy", "stale"]
+    job: Job | None = None  # the created or existing job
+    active_job_id: str | None = None  # for "busy": the job holding the definition's lease
+
+
+def upstream_ref(source: str, upstream_id: str) -> str:
+    """The key of the ByUpstreamId index; store it with ``upstream_id`` when it becomes known."""
+    return f"{source}#{upstream_id}"

@@ -3,14 +3,12 @@ export, and parsing task inputs."""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from exportpipe.adapters.store import STALE_CLAIM, upstream_ref
 from exportpipe.config import Settings
 from exportpipe.errors import (
     ExportPipeError,
@@ -20,7 +18,7 @@ from exportpipe.errors import (
     UpstreamUnavailableError,
 )
 from exportpipe.models.definition import parse_definition
-from exportpipe.models.job import IN_WORKFLOW, Job, JobStatus
+from exportpipe.models.job import IN_WORKFLOW, STALE_CLAIM, Job, JobStatus, upstream_ref
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 
@@ -161,15 +159,7 @@ def abandon_upstream(deps: Deps, job: Job) -> None:
 
 def start_workflow(deps: Deps, job: Job, name: str) -> str:
     """Start the poll workflow for ``job`` as execution ``name`` (an existing one is fine)."""
-    arn = deps.settings.poll_state_machine_arn
-    sfn = deps.sfn
-    try:
-        resp = sfn.start_execution(
-            stateMachineArn=arn, name=name, input=json.dumps({"job_id": job.job_id, "attempt": 0})
-        )
-        return str(resp["executionArn"])
-    except sfn.exceptions.ExecutionAlreadyExists:
-        return arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    return deps.workflow.start(name, job.job_id)
 
 
 def ensure_workflow(deps: Deps, job: Job) -> Job:
@@ -182,11 +172,7 @@ def ensure_workflow(deps: Deps, job: Job) -> Job:
     if job.status not in IN_WORKFLOW:
         return job
     if job.execution_arn:
-        try:
-            status = deps.sfn.describe_execution(executionArn=job.execution_arn)["status"]
-        except deps.sfn.exceptions.ExecutionDoesNotExist:
-            status = None
-        if status == "RUNNING":
+        if deps.workflow.running(job.execution_arn):
             return job
     elif deps.clock() - job.updated_at < STALE_CLAIM:
         return job

@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exportpipe.adapters.copier import MIB, CopyTuning, stream_to_s3
 from exportpipe.errors import (
     CopySupersededError,
     DownloadIncompleteError,
@@ -103,11 +102,9 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
 def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
     """Land every file still missing, then commit the delivery; any other outcome is an answer
     the workflow waits on (or an error its failure recorder takes)."""
-    settings = deps.settings
     abort_uploads(deps, job)  # a copy that died mid-file (or timed out) left its upload open
     definition = parse_definition(job.definition)
     folder = folder_of(deps, job)
-    tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
     client = deps.client_for(job.source)
     landed = {f.key: f for f in job.files}  # parts an earlier try of this copy already landed
     files: list[ResultFile] = []
@@ -115,7 +112,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
         for n, url in enumerate(job.result_urls, start=1):
             key = part_key(folder, n, client.file_extension)
             if key not in landed:
-                landed[key] = _copy_one(deps, client, job, url, key, tuning)
+                landed[key] = _copy_one(deps, client, job, url, key)
                 job = _record_part(deps, job, owner, [*files, landed[key]], key)
             files.append(landed[key])
     except CopySupersededError as exc:
@@ -188,7 +185,7 @@ def _record_part(deps: Deps, job: Job, owner: str, files: list[ResultFile], key:
     except TransitionError as exc:
         current = deps.store.get(job.job_id)
         if current.status in UNDELIVERED:
-            deps.s3.delete_object(Bucket=deps.settings.results_bucket, Key=key)
+            deps.bucket.delete([key])
         raise CopySupersededError(f"job {job.job_id} is no longer this copy's: {exc}") from exc
 
 
@@ -232,20 +229,16 @@ def _interrupted(
     return answer(deps, job, 0, wait)
 
 
-def _copy_one(
-    deps: Deps, client: SourceClient[Any], job: Job, url: str, key: str, tuning: CopyTuning
-) -> ResultFile:
+def _copy_one(deps: Deps, client: SourceClient[Any], job: Job, url: str, key: str) -> ResultFile:
     try:
         with client.open_result(url) as stream:
-            return stream_to_s3(
-                deps.s3,
+            return deps.bucket.upload(
+                key,
                 stream.chunks,
-                bucket=deps.settings.results_bucket,
-                key=key,
                 content_type=client.content_type,
                 expected_length=stream.content_length,
                 file_format=client.file_format,
-                tuning=tuning,
+                part_size=deps.settings.part_size,
             )
     except UpstreamUnavailableError:
         raise

@@ -8,12 +8,9 @@ half-copied is visible: stray parts are removed, and the folder of an export tha
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
-
-from botocore.exceptions import ClientError
 
 from exportpipe.errors import ManifestConflictError, TransitionError
 from exportpipe.models.definition import parse_definition
@@ -23,10 +20,6 @@ from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.start_export import start_next_window
 
-# S3's answers to a conditional write that lost: 412, and 409 while another conditional write of
-# the same key is in progress.
-_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
-
 
 def folder_of(deps: Deps, job: Job) -> str:
     return export_prefix(deps.settings.results_prefix, job)
@@ -34,41 +27,19 @@ def folder_of(deps: Deps, job: Job) -> str:
 
 def read_manifest(deps: Deps, job: Job) -> Manifest | None:
     """The job's manifest if it was written for the job's current upstream export."""
-    s3 = deps.s3
-    try:
-        body = s3.get_object(Bucket=deps.settings.results_bucket, Key=manifest_key(folder_of(deps, job)))[
-            "Body"
-        ]
-    except s3.exceptions.NoSuchKey:
+    body = deps.bucket.read(manifest_key(folder_of(deps, job)))
+    if body is None:
         return None
-    manifest = Manifest.model_validate_json(body.read())
+    manifest = Manifest.model_validate_json(body)
     if manifest.job_id != job.job_id or manifest.upstream_id != job.upstream_id:
         return None
     return manifest
 
 
-def _objects(deps: Deps, job: Job) -> list[str]:
-    keys: list[str] = []
-    for page in deps.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=deps.settings.results_bucket, Prefix=folder_of(deps, job) + "/"
-    ):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
-
-
 def abort_uploads(deps: Deps, job: Job) -> int:
     """Abort every multipart upload still open in the job's folder (a copy that died or was taken
     over mid-file): its parts are never visible, but they are billed and would outlive the job."""
-    s3 = deps.s3
-    bucket = deps.settings.results_bucket
-    aborted = 0
-    for page in s3.get_paginator("list_multipart_uploads").paginate(
-        Bucket=bucket, Prefix=folder_of(deps, job) + "/"
-    ):
-        for upload in page.get("Uploads", []):
-            with contextlib.suppress(s3.exceptions.NoSuchUpload):
-                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                aborted += 1
+    aborted = deps.bucket.abort_uploads(folder_of(deps, job) + "/")
     if aborted:
         logger.info("aborted multipart uploads of another copy", count=aborted)
     return aborted
@@ -76,12 +47,9 @@ def abort_uploads(deps: Deps, job: Job) -> int:
 
 def remove_strays(deps: Deps, job: Job, keep: set[str]) -> int:
     """Delete objects in the job's folder that are not in ``keep`` (parts of an earlier try)."""
-    stray = [{"Key": k} for k in _objects(deps, job) if k not in keep]
-    for i in range(0, len(stray), 1000):
-        deps.s3.delete_objects(
-            Bucket=deps.settings.results_bucket, Delete={"Objects": stray[i : i + 1000], "Quiet": True}
-        )
+    stray = [k for k in deps.bucket.keys(folder_of(deps, job) + "/") if k not in keep]
     if stray:
+        deps.bucket.delete(stray)
         logger.info("removed objects no manifest lists", count=len(stray))
     return len(stray)
 
@@ -114,23 +82,15 @@ def manifest_of(job: Job) -> Manifest:
 def _put_manifest(deps: Deps, job: Job, manifest: Manifest) -> None:
     """Write the manifest unless one is there: a copy never overwrites another's (If-None-Match).
     One already written for this job and upstream export is the same delivery: fine."""
-    try:
-        deps.s3.put_object(
-            Bucket=deps.settings.results_bucket,
-            Key=manifest_key(folder_of(deps, job)),
-            Body=manifest.model_dump_json(indent=2).encode(),
-            ContentType="application/json",
-            ChecksumAlgorithm="SHA256",
-            IfNoneMatch="*",
+    key = manifest_key(folder_of(deps, job))
+    body = manifest.model_dump_json(indent=2).encode()
+    if deps.bucket.put_new(key, body, content_type="application/json"):
+        return
+    if read_manifest(deps, job) is None:
+        raise ManifestConflictError(
+            f"job {job.job_id}: a manifest for another upstream export is in its folder"
         )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in _CONDITION_FAILED:
-            raise
-        if read_manifest(deps, job) is None:
-            raise ManifestConflictError(
-                f"job {job.job_id}: a manifest for another upstream export is in its folder"
-            ) from exc
-        logger.info("manifest already written by another copy of this job")
+    logger.info("manifest already written by another copy of this job")
 
 
 def commit(
@@ -204,7 +164,7 @@ def after_delivery(deps: Deps, job: Job, manifest: Manifest | None = None) -> Jo
         manifest = manifest or read_manifest(deps, job)
         if manifest is not None and job.manifest_key:
             _check_timezone(job, manifest.timezone)
-            deps.publisher.delivered(job, deps.settings.results_bucket, job.manifest_key, manifest)
+            deps.publisher.delivered(job, deps.bucket.name, job.manifest_key, manifest)
             job = deps.store.update(job.job_id, JobStatus.DELIVERED, {"event_sent": True})
     _continue(deps, job)
     return job

@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
-from exportpipe.adapters.store import upstream_ref
 from exportpipe.errors import (
     ExportPipeError,
     InvalidDefinitionError,
@@ -33,6 +32,7 @@ from exportpipe.models.job import (
     JobStatus,
     Transition,
     job_id_for,
+    upstream_ref,
 )
 from exportpipe.observability import MetricUnit, logger, metrics, put_single_metric
 from exportpipe.runtime import Deps
