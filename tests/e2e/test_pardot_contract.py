@@ -22,7 +22,6 @@ from exportpipe_dev.sandbox.pardot import PardotSandbox
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import Job, JobStatus, job_id_for
-from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot.catalog import OBJECTS
 from tests.conftest import ground_truth
 
@@ -238,7 +237,7 @@ def test_a_two_year_backfill_runs_as_contiguous_jobs(stack: LocalStack, pardot: 
     # the windows the API accepts, back to back: [start, +364 d), [+364 d, +728 d), [+728 d, until)
     parsed = parse_definition(definition)
     windows, mark = [], None
-    while (w := plan_window(parsed, mark, until)) is not None:
+    while (w := parsed.plan_window(mark, until)) is not None:
         windows.append(w)
         mark = w.end
     assert len(windows) >= 2 and windows[0].start == start and windows[-1].end == until

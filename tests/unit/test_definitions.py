@@ -7,7 +7,6 @@ import pytest
 
 from exportpipe.errors import InvalidDefinitionError
 from exportpipe.models.definition import Window, parse_definition
-from exportpipe.services.start_export import plan_window
 from exportpipe.sources.pardot.definition import PardotDefinition
 from tests.conftest import load_event
 
@@ -85,14 +84,14 @@ def test_not_an_object_is_refused() -> None:
 def test_plan_window_starts_at_watermark_and_is_capped() -> None:
     d = parse_definition(_definition(start="2024-01-01T00:00:00Z", max_window_days=30))
     until = datetime(2026, 11, 25, 6, 5, 42, tzinfo=UTC)
-    first = plan_window(d, None, until)
+    first = d.plan_window(None, until)
     assert first == Window.of(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 31, tzinfo=UTC))
     assert first is not None
-    nxt = plan_window(d, first.end, until)
+    nxt = d.plan_window(first.end, until)
     assert nxt is not None and nxt.start == first.end  # contiguous: no gap, no overlap
-    last = plan_window(d, until - timedelta(hours=1), until)
+    last = d.plan_window(until - timedelta(hours=1), until)
     assert last is not None and last.end == until.replace(second=0)  # rounded down to the minute
-    assert plan_window(d, until.replace(second=0), until) is None  # up to date
+    assert d.plan_window(until.replace(second=0), until) is None  # up to date
 
 
 def test_window_rejects_empty_ranges() -> None:

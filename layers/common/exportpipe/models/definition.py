@@ -63,8 +63,10 @@ class Window(BaseModel):
 
 class DefinitionBase(BaseModel):
     """What every source's definition has: a name, a dataset, a lag, a start, the longest window one
-    export may cover. Window planning reads only these; a source refines them (its own fields, its
-    own default dataset, its own longest window) in its folder under ``exportpipe.sources``."""
+    export may cover, and the window planning built on them (:meth:`latest_end`,
+    :meth:`plan_window`, :meth:`window_problems`). A source refines them in its folder under
+    ``exportpipe.sources``: its own fields, default dataset and longest window, and, where its
+    upstream exports in another grain (whole days in the account's zone, say), its own planning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,6 +104,30 @@ class DefinitionBase(BaseModel):
     def default_dataset(self) -> str:
         """The dataset folder when the definition names none."""
         return self.source
+
+    def latest_end(self, now: datetime) -> datetime:
+        """The latest a window may end at ``now``: now minus the lag, rounded down to the minute
+        (rows may still arrive for the last minutes)."""
+        return (now - self.lag).replace(second=0, microsecond=0)
+
+    def plan_window(self, watermark: datetime | None, until: datetime) -> Window | None:
+        """The next window to export up to ``until``: [watermark or ``start``, until) with ``until``
+        rounded down to the minute, at most :attr:`max_window` long; None when up to date."""
+        end = until.replace(second=0, microsecond=0)
+        start = watermark or self.start
+        if start >= end:
+            return None
+        return Window.of(start, min(end, start + self.max_window))
+
+    def window_problems(self, window: Window, now: datetime) -> list[tuple[str, str]]:
+        """Why an explicit window (a re-run) cannot be exported as one export at ``now``, as
+        (field, reason) pairs; empty when it can."""
+        if window.length > self.max_window:
+            return [("window", f"longer than {self.max_window.days} days; give until instead to backfill")]
+        latest = self.latest_end(now)
+        if window.end > latest:
+            return [("window", f"ends after {latest.isoformat()} (now minus the lag)")]
+        return []
 
 
 def parse_definition(payload: Any) -> DefinitionBase:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus
+from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -53,7 +54,7 @@ class CheckStatusEvent(BaseModel):
     error: WorkflowError | None = None
 
 
-def check_status(event: Any, deps: Deps) -> dict[str, Any]:
+def check_status(event: Any, deps: Deps) -> TaskAnswer:
     request = parse_event(CheckStatusEvent, event)
     logger.append_keys(job_id=request.job_id)
     if request.error is not None:
@@ -72,7 +73,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     return _poll(deps, job, request.attempt)
 
 
-def _poll(deps: Deps, job: Job, previous: int) -> dict[str, Any]:
+def _poll(deps: Deps, job: Job, previous: int) -> TaskAnswer:
     """Read the upstream export once (check number ``previous + 1``) and act on its state."""
     settings = deps.settings
     attempt = previous + 1
@@ -100,7 +101,7 @@ def _poll(deps: Deps, job: Job, previous: int) -> dict[str, Any]:
     return _on_state(deps, job, upstream, attempt)
 
 
-def _on_state(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
+def _on_state(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> TaskAnswer:
     """Still running: wait (backoff); ready: READY with its files; canceled: CANCELED; failed or
     expired: create it again (bounded)."""
     settings = deps.settings
@@ -133,7 +134,7 @@ def _on_state(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> d
     return _start_over(deps, job, upstream, attempt)
 
 
-def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
+def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> TaskAnswer:
     """The job reached its deadline still waiting for its upstream export: it ends FAILED with the
     reason, and the export nothing waits for any more is canceled upstream."""
     hours = deps.settings.poll_timeout_seconds / 3600
@@ -149,7 +150,7 @@ def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
     return answer(deps, job, attempt)
 
 
-def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, Any]:
+def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> TaskAnswer:
     """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
     create it and go on polling; until then wait, without counting an attempt (the refusals are
     counted, and bounded, by :func:`create_upstream`)."""
@@ -162,12 +163,12 @@ def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, An
         return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), settings.poll_max_seconds))
     result = create_upstream(deps, claimed, parse_definition(claimed.definition))
     job = deps.store.get(job.job_id)
-    if result["status"] == JobStatus.REQUESTED.value:
+    if result.status == JobStatus.REQUESTED.value:
         return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
     return answer(deps, job, 0, settings.poll_base_seconds)
 
 
-def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> dict[str, Any]:
+def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> TaskAnswer:
     """The upstream export Failed or expired uncopied: create it again, or give up when used up."""
     settings = deps.settings
     expired = upstream.state is UpstreamState.EXPIRED
@@ -194,7 +195,7 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
     return answer(deps, job, attempt)
 
 
-def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> dict[str, Any]:
+def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, attempt: int) -> TaskAnswer:
     """The workflow caught an error. If the manifest was written, the export was delivered: finish
     that. Otherwise end the job FAILED (EXPIRED for expired files) and empty its folder."""
     job = deps.store.get(job_id)

@@ -19,6 +19,7 @@ from exportpipe.errors import (
 )
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import IN_WORKFLOW, STALE_CLAIM, Job, JobStatus, upstream_ref
+from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 
@@ -60,24 +61,35 @@ def past_deadline(deps: Deps, job: Job) -> bool:
     return deps.clock() >= deadline_of(job, deps.settings)
 
 
-def answer(deps: Deps, job: Job, attempt: int, wait: float = 0, **extra: Any) -> dict[str, Any]:
+def answer(
+    deps: Deps,
+    job: Job,
+    attempt: int,
+    wait: float = 0,
+    *,
+    delivered: bool = False,
+) -> TaskAnswer:
     """What every workflow task returns: the state machine's Route reads these fields.
 
     A wait never reaches past the job's deadline (:func:`deadline_of`): the task that runs then ends
     the job with the reason. ``max_attempts`` is one more than ``attempt``, so the Route's attempt
     guard (kept for executions started on an earlier definition) never ends a wait by count.
+    ``delivered``: the answer names the delivery's manifest and how many files it lists.
     """
     if wait > 0:
         left = (deadline_of(job, deps.settings) - deps.clock()).total_seconds()
         wait = max(1, min(wait, math.ceil(left)))
-    return {
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "attempt": attempt,
-        "max_attempts": attempt + 1,
-        "wait_seconds": int(wait),
-        **extra,
-    }
+    result = TaskAnswer(
+        job_id=job.job_id,
+        status=job.status.value,
+        attempt=attempt,
+        max_attempts=attempt + 1,
+        wait_seconds=int(wait),
+    )
+    if delivered:
+        result["manifest_key"] = job.manifest_key
+        result["files"] = len(job.files)
+    return result
 
 
 def refusal_wait(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> tuple[int, float | None]:
@@ -93,7 +105,7 @@ def refusal_wait(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> tuple[i
     return refusals, max(retry_after, backoff_seconds(refusals, deps.settings))
 
 
-def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> TaskAnswer:
     """A rate-limit refusal while polling or copying: wait it out (:func:`refusal_wait`) without
     counting a poll attempt, or end the job FAILED once the refusals in a row are too many."""
     refusals, wait = refusal_wait(deps, job, exc)

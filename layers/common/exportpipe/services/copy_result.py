@@ -32,6 +32,7 @@ from exportpipe.errors import (
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
+from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -67,7 +68,7 @@ class CopyResultEvent(BaseModel):
     job_id: str = Field(min_length=1)
 
 
-def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
+def copy_result(event: Any, deps: Deps) -> TaskAnswer:
     request = parse_event(CopyResultEvent, event)
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
@@ -99,7 +100,7 @@ def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
         _release(deps, job, owner)
 
 
-def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
+def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
     """Land every file still missing, then commit the delivery; any other outcome is an answer
     the workflow waits on (or an error its failure recorder takes)."""
     abort_uploads(deps, job)  # a copy that died mid-file (or timed out) left its upload open
@@ -138,7 +139,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
     return _delivered(deps, delivered)
 
 
-def _reexport(deps: Deps, job: Job, exc: ExportExpiredError, *, landed: int) -> dict[str, Any]:
+def _reexport(deps: Deps, job: Job, exc: ExportExpiredError, *, landed: int) -> TaskAnswer:
     """The files expired before the copy: export again (bounded), the job back to EXPORTING."""
     try:
         again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
@@ -189,7 +190,7 @@ def _record_part(deps: Deps, job: Job, owner: str, files: list[ResultFile], key:
         raise CopySupersededError(f"job {job.job_id} is no longer this copy's: {exc}") from exc
 
 
-def _busy(deps: Deps, job: Job) -> dict[str, Any]:
+def _busy(deps: Deps, job: Job) -> TaskAnswer:
     """Another copy holds the job (or it moved on): come back when that copy's invocation is over."""
     if job.status is not JobStatus.COPYING:
         return answer(deps, job, 0)
@@ -199,7 +200,7 @@ def _busy(deps: Deps, job: Job) -> dict[str, Any]:
     return answer(deps, job, 0, wait)
 
 
-def _rate_limited(deps: Deps, job: Job, exc: UpstreamRateLimitedError) -> dict[str, Any]:
+def _rate_limited(deps: Deps, job: Job, exc: UpstreamRateLimitedError) -> TaskAnswer:
     """Wait the limit out; if it has refused too often in a row, the job failed: empty its folder."""
     result = wait_out_rate_limit(deps, job, 0, exc)
     ended = deps.store.get(job.job_id)
@@ -210,7 +211,7 @@ def _rate_limited(deps: Deps, job: Job, exc: UpstreamRateLimitedError) -> dict[s
 
 def _interrupted(
     deps: Deps, job: Job, exc: UpstreamError | DownloadIncompleteError, *, landed: int
-) -> dict[str, Any]:
+) -> TaskAnswer:
     """An outage or a broken download: copy the files still missing after a growing wait, a bounded
     number of times in a row (progress resets the count); then fail (the workflow's failure
     recorder empties the folder)."""
@@ -257,5 +258,5 @@ def _copy_one(deps: Deps, client: SourceClient[Any], job: Job, url: str, key: st
         raise
 
 
-def _delivered(deps: Deps, job: Job) -> dict[str, Any]:
-    return answer(deps, job, 0, manifest_key=job.manifest_key, files=len(job.files))
+def _delivered(deps: Deps, job: Job) -> TaskAnswer:
+    return answer(deps, job, 0, delivered=True)

@@ -9,13 +9,13 @@ half-copied is visible: stray parts are removed, and the folder of an export tha
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from exportpipe.errors import ManifestConflictError, TransitionError
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
 from exportpipe.models.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
+from exportpipe.models.tasks import StartOutcome
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.services.start_export import start_next_window
@@ -188,7 +188,7 @@ def _check_timezone(job: Job, declared: str | None) -> None:
         )
 
 
-def _continue(deps: Deps, job: Job) -> dict[str, Any] | None:
+def _continue(deps: Deps, job: Job) -> StartOutcome | None:
     """Start the next window now if this one stopped short of the job's ``until`` (a backfill)."""
     if job.until is None or job.window.end >= job.until or not job.moves_watermark:
         return None
@@ -197,7 +197,7 @@ def _continue(deps: Deps, job: Job) -> dict[str, Any] | None:
     except Exception as exc:  # the next schedule tick (or a re-invocation) continues anyway
         logger.warning("could not start the next window", error=str(exc))
         return None
-    logger.info("next window", next_job=result.get("job_id"), status=result.get("status"))
+    logger.info("next window", next_job=result.job_id, status=result.status)
     return result
 
 

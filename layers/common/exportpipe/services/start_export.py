@@ -34,6 +34,7 @@ from exportpipe.models.job import (
     job_id_for,
     upstream_ref,
 )
+from exportpipe.models.tasks import StartOutcome
 from exportpipe.observability import MetricUnit, logger, metrics, put_single_metric
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -73,16 +74,6 @@ class StartExportEvent(BaseModel):
         return self
 
 
-def plan_window(definition: DefinitionBase, watermark: datetime | None, until: datetime) -> Window | None:
-    """[watermark or definition.start, until) rounded down to the minute, at most ``max_window`` long."""
-    end = until.replace(second=0, microsecond=0)
-    start = watermark or definition.start
-    if start >= end:
-        return None
-    end = min(end, start + definition.max_window)
-    return Window.of(start, end)
-
-
 def report_watermark_age(definition: DefinitionBase, watermark: datetime | None, now: datetime) -> None:
     """Emit ``WatermarkAgeSeconds`` (dimension ``definition``): how far behind ``now`` the definition's
     delivered data ends (its watermark, or ``start`` before the first delivery; 0 for a ``start`` still
@@ -93,18 +84,18 @@ def report_watermark_age(definition: DefinitionBase, watermark: datetime | None,
 
 
 def start_export(event: Any, deps: Deps) -> dict[str, Any]:
+    """The start function's task: the outcome as its JSON answer (:meth:`StartOutcome.output`)."""
+    return _start(event, deps).output()
+
+
+def _start(event: Any, deps: Deps) -> StartOutcome:
     request = parse_event(StartExportEvent, event)
     definition = parse_definition(request.definition)  # fails before any upstream call
     now = deps.clock()
-    latest = _latest(definition, now)
-    if request.window is not None:
-        if request.window.length > definition.max_window:
-            raise InvalidDefinitionError(
-                [("window", f"longer than {definition.max_window.days} days; give until instead to backfill")]
-            )
-        if request.window.end > latest:
-            raise InvalidDefinitionError([("window", f"ends after {latest.isoformat()} (now minus the lag)")])
-    until = min(request.until or request.scheduled_time or now, latest).replace(second=0, microsecond=0)
+    if request.window is not None and (problems := definition.window_problems(request.window, now)):
+        raise InvalidDefinitionError(problems)
+    until = min(request.until or request.scheduled_time or now, definition.latest_end(now))
+    until = until.replace(second=0, microsecond=0)
     if request.retry:
         deps.store.forget_failed_attempts(definition.name)
         logger.warning(
@@ -113,34 +104,29 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
     return _plan_and_start(deps, definition, until, request.window)
 
 
-def start_next_window(deps: Deps, definition: DefinitionBase, until: datetime) -> dict[str, Any]:
+def start_next_window(deps: Deps, definition: DefinitionBase, until: datetime) -> StartOutcome:
     """The job lifecycle's way on after a delivery that stopped short of ``until`` (a backfill): the
     definition's next window, planned from its watermark, as a tick up to ``until`` would start it."""
-    until = min(until, _latest(definition, deps.clock())).replace(second=0, microsecond=0)
+    until = min(until, definition.latest_end(deps.clock())).replace(second=0, microsecond=0)
     return _plan_and_start(deps, definition, until, None)
-
-
-def _latest(definition: DefinitionBase, now: datetime) -> datetime:
-    """Never export past now minus the definition's lag: rows may still arrive for the last minutes."""
-    return (now - definition.lag).replace(second=0, microsecond=0)
 
 
 def _plan_and_start(
     deps: Deps, definition: DefinitionBase, until: datetime, explicit: Window | None
-) -> dict[str, Any]:
+) -> StartOutcome:
     """Plan the window (``explicit``, or from the watermark up to ``until``) and start it; plan again
     if the watermark moves under us."""
     for _ in range(3):
         watermark = deps.store.watermark(definition.name)
         report_watermark_age(definition, watermark, deps.clock())
-        window = explicit or plan_window(definition, watermark, until)
+        window = explicit or definition.plan_window(watermark, until)
         if window is None:
             logger.info("definition is up to date; nothing to export", definition=definition.name)
-            return {"status": "UP_TO_DATE", "definition": definition.name}
+            return StartOutcome("UP_TO_DATE", definition=definition.name)
         result = _start_window(deps, definition, window, until, watermark, explicit=explicit is not None)
         if result is not None:
             return result
-    return {"status": "SKIPPED", "reason": "the definition's watermark kept moving; the next tick goes on"}
+    return StartOutcome("SKIPPED", reason="the definition's watermark kept moving; the next tick goes on")
 
 
 def _start_window(
@@ -151,7 +137,7 @@ def _start_window(
     watermark: datetime | None,
     *,
     explicit: bool,
-) -> dict[str, Any] | None:
+) -> StartOutcome | None:
     """Start the window's export, or find it started. None: the plan is stale, plan again.
 
     A window whose earlier exports ended undelivered is tried again as attempt 2, 3… — counted by
@@ -191,19 +177,19 @@ def _start_window(
                     return create_upstream(deps, claimed, definition)
             existing = ensure_workflow(deps, existing)
             logger.info("duplicate schedule event: job already started", status=existing.status.value)
-            return {"job_id": existing.job_id, "status": existing.status.value, "duplicate": True}
+            return StartOutcome(existing.status.value, job_id=existing.job_id, duplicate=True)
         metrics.add_metric(name="ExportsRequested", unit="Count", value=1)
         return create_upstream(deps, job, definition)
     logger.error("window failed every attempt; not tried again", attempts=MAX_WINDOW_ATTEMPTS)
     metrics.add_metric(name="WindowsGivenUp", unit="Count", value=1)
-    return {
-        "status": "GAVE_UP",
-        "reason": f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
-        "job_id": job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS),
-    }
+    return StartOutcome(
+        "GAVE_UP",
+        reason=f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
+        job_id=job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS),
+    )
 
 
-def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> dict[str, Any] | None:
+def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> StartOutcome | None:
     """The definition's lease is held by another job. Resume that job if it waits for its export,
     restart its workflow if that died, free the lease if the job has ended (then plan again: None)."""
     active = deps.store.find(active_job_id) if active_job_id else None
@@ -222,10 +208,10 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> d
     else:
         ensure_workflow(deps, active)
     logger.info("another export of this definition is in flight", active_job=active.job_id)
-    return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
+    return StartOutcome("SKIPPED", reason=f"job {active.job_id} is in flight", job_id=active.job_id)
 
 
-def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[str, Any]:
+def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOutcome:
     """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow.
 
     Refused for now (a rate limit, an outage), the job stays REQUESTED, deferred until the
@@ -244,7 +230,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[st
         failed = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"creating the upstream export failed: {exc}"
         )
-        return {"job_id": job.job_id, "status": failed.status.value, "reason": failed.reason}
+        return StartOutcome(failed.status.value, job_id=job.job_id, reason=failed.reason)
 
     try:
         job = deps.store.transition(
@@ -262,16 +248,16 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[st
         # copy the new export, so it must not hold up the upstream's queue.
         abandon_upstream(deps, job.model_copy(update={"upstream_id": upstream.upstream_id}))
         current = deps.store.get(job.job_id)
-        return {"job_id": job.job_id, "status": current.status.value, "reason": current.reason}
+        return StartOutcome(current.status.value, job_id=job.job_id, reason=current.reason)
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
     execution_arn = _attach_workflow(deps, job, IN_WORKFLOW)
-    return {
-        "job_id": job.job_id,
-        "status": JobStatus.EXPORTING.value,
-        "upstream_id": upstream.upstream_id,
-        "window": job.window.model_dump(mode="json"),
-        "execution_arn": execution_arn,
-    }
+    return StartOutcome(
+        JobStatus.EXPORTING.value,
+        job_id=job.job_id,
+        upstream_id=upstream.upstream_id,
+        window=job.window.model_dump(mode="json"),
+        execution_arn=execution_arn,
+    )
 
 
 def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> str:
@@ -282,7 +268,7 @@ def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> s
     return execution_arn
 
 
-def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any]:
+def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> StartOutcome:
     """Refused for now (a rate limit, an outage): keep the job and its lease, and let it be resumed
     — by its workflow, a tick or a re-delivery — not before the wait :func:`refusal_wait` gives is
     over; too many refusals in a row end the job FAILED with the reason."""
@@ -294,11 +280,11 @@ def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any
             JobStatus.FAILED,
             f"the upstream refused to create the export {refusals} times in a row; last: {exc}",
         )
-        return {"job_id": job.job_id, "status": failed.status.value, "reason": failed.reason}
+        return StartOutcome(failed.status.value, job_id=job.job_id, reason=failed.reason)
     reason = f"waiting to create the upstream export: {exc}"
     deps.store.defer(
         job.job_id, deps.clock() + timedelta(seconds=wait), {"reason": reason, "rate_limited": refusals}
     )
     logger.warning("upstream export not created yet; will resume", reason=reason, wait_seconds=wait)
     _attach_workflow(deps, job, {JobStatus.REQUESTED})
-    return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
+    return StartOutcome(JobStatus.REQUESTED.value, job_id=job.job_id, reason=reason)
