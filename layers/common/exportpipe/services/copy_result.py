@@ -31,7 +31,7 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import ResultFormat, parse_definition
+from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
 from exportpipe.observability import logger
@@ -119,7 +119,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
         for n, url in enumerate(job.result_urls, start=1):
             key = part_key(folder, n, fmt.extension)
             if key not in landed:
-                landed[key] = _copy_one(deps, client, job, url, key, fmt, tuning)
+                landed[key] = _copy_one(deps, client, job, url, key, tuning)
                 job = _record_part(deps, job, owner, [*files, landed[key]], key)
             files.append(landed[key])
     except CopySupersededError as exc:
@@ -241,14 +241,9 @@ def _interrupted(
 
 
 def _copy_one(
-    deps: Deps,
-    client: SourceClient[Any],
-    job: Job,
-    url: str,
-    key: str,
-    fmt: ResultFormat,
-    tuning: CopyTuning,
+    deps: Deps, client: SourceClient[Any], job: Job, url: str, key: str, tuning: CopyTuning
 ) -> ResultFile:
+    fmt = parse_definition(job.definition).result_format  # the job's own, whoever copies it
     try:
         with client.open_result(url) as stream:
             return stream_to_s3(
