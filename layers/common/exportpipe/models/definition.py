@@ -8,6 +8,7 @@ before any upstream call is made.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
@@ -21,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from exportpipe.errors import InvalidDefinitionError
+from exportpipe.errors import ConfigurationError, InvalidDefinitionError
+from exportpipe.formats import CHECKERS
 
 DefinitionName = Annotated[
     str,
@@ -59,6 +61,29 @@ class Window(BaseModel):
     @property
     def length(self) -> timedelta:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """What a definition's result files are: how they are named, typed and checked in S3.
+
+    - ``extension``: the parts' file extension (``part-00001.<extension>``) and the manifest's ``format``;
+    - ``content_type``: the S3 objects' ``Content-Type``;
+    - ``checker``: the name in :data:`exportpipe.formats.CHECKERS` the copier checks each file's end
+      and counts its records by (the extension, or a dialect of it such as ``csv-terminated``);
+      None: the files are not checked and their records not counted.
+    """
+
+    extension: str
+    content_type: str
+    checker: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checker is not None and self.checker not in CHECKERS:
+            raise ConfigurationError(
+                f"result format {self.extension!r}: unknown checker {self.checker!r}; "
+                f"expected one of {sorted(CHECKERS)}"
+            )
 
 
 class DefinitionBase(BaseModel):
@@ -128,6 +153,14 @@ class DefinitionBase(BaseModel):
         if window.end > latest:
             return [("window", f"ends after {latest.isoformat()} (now minus the lag)")]
         return []
+
+    @property
+    def result_format(self) -> ResultFormat:
+        """The format of this definition's result files (a source may let each definition choose).
+
+        Derived from the definition's fields, so a job record's ``definition`` parses back to the
+        format its files were copied in."""
+        raise ConfigurationError(f"source {self.source!r} declares no result format for its definitions")
 
 
 def parse_definition(payload: Any) -> DefinitionBase:

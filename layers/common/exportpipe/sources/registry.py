@@ -13,8 +13,9 @@ from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError
 from exportpipe.models.definition import DefinitionBase
-from exportpipe.sources.base import ClientContext, SourceClient, SourceSpec
+from exportpipe.sources.base import ClientContext, Recovery, Replayable, SourceClient, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
+from exportpipe.webhooks import ReceiverFactory
 
 SOURCES: dict[str, SourceSpec] = {spec.source: spec for spec in (PARDOT,)}
 
@@ -27,13 +28,28 @@ def definition_adapter() -> TypeAdapter[DefinitionBase]:
     return TypeAdapter(Annotated[union, Field(discriminator="source")])
 
 
-def build_client(
-    source: str, settings: Settings, secrets_client: Any, remaining_seconds: Callable[[], float] | None = None
-) -> SourceClient[Any]:
-    """The client for ``source``, with credentials from its connection's Secrets Manager secret."""
+def spec_for(source: str) -> SourceSpec:
+    """The registered spec of ``source``; ConfigurationError for a source not registered."""
     spec = SOURCES.get(source)
     if spec is None:
         raise ConfigurationError(f"no client for source {source!r}")
+    return spec
+
+
+def webhook_for(source: str) -> ReceiverFactory | None:
+    """The factory of ``source``'s webhook receiver; None for a source without one (or unknown)."""
+    spec = SOURCES.get(source)
+    return spec.webhook if spec is not None else None
+
+
+def build_client(
+    source: str, settings: Settings, secrets_client: Any, remaining_seconds: Callable[[], float] | None = None
+) -> SourceClient[Any]:
+    """The client for ``source``, with credentials from its connection's Secrets Manager secret.
+
+    A spec that declares :attr:`Recovery.REPLAY` with a client that cannot replay is a
+    ConfigurationError here, before the client is used."""
+    spec = spec_for(source)
     secret = settings.secret_arns.get(spec.connection_setting, "")
     context = ClientContext(
         settings=settings,
@@ -41,4 +57,11 @@ def build_client(
         allowed_hosts=(*spec.allowed_hosts, *settings.allowed_download_hosts),
         remaining_seconds=remaining_seconds,
     )
-    return spec.make_client(context)
+    client = spec.make_client(context)
+    if spec.recovery is Recovery.REPLAY and not isinstance(client, Replayable):
+        client.close()
+        raise ConfigurationError(
+            f"source {source!r} declares recovery {Recovery.REPLAY.value!r} but its client "
+            f"{type(client).__name__} has no replay_export"
+        )
+    return client
