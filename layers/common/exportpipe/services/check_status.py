@@ -11,16 +11,13 @@ The waits are the job's source's poll policy (``SourceSpec.poll``, within the de
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus
-from exportpipe.models.tasks import TaskAnswer
+from exportpipe.models.tasks import CheckStatusEvent, TaskAnswer, WorkflowError
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -38,23 +35,6 @@ from exportpipe.services.common import (
 from exportpipe.services.delivery import discard, finish_if_committed
 from exportpipe.services.start_export import create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
-
-
-class WorkflowError(BaseModel):
-    """What a Step Functions Catch puts at ``ResultPath``."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    error: str = Field(alias="Error")
-    cause: str = Field(default="", alias="Cause")
-
-
-class CheckStatusEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: str = Field(min_length=1)
-    attempt: int = Field(default=0, ge=0)
-    error: WorkflowError | None = None
 
 
 def check_status(event: Any, deps: Deps) -> TaskAnswer:
@@ -207,15 +187,7 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
     if finished is not None:
         return answer(deps, finished, attempt)
     waiting_upstream = job.status is JobStatus.EXPORTING  # e.g. the poll attempts ran out
-    message = error.cause
-    error_type = error.error
-    try:
-        cause = json.loads(error.cause)
-        if isinstance(cause, dict):
-            message = str(cause.get("errorMessage", message))
-            error_type = str(cause.get("errorType", error_type))
-    except ValueError:
-        pass
+    message, error_type = error.message, error.error_type
     status = {"ExportExpiredError": JobStatus.EXPIRED, "ExportCanceledError": JobStatus.CANCELED}.get(
         error_type, JobStatus.FAILED
     )

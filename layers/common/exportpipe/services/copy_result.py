@@ -18,8 +18,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from exportpipe.errors import (
     CopySupersededError,
     DownloadIncompleteError,
@@ -33,7 +31,7 @@ from exportpipe.errors import (
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
-from exportpipe.models.tasks import TaskAnswer
+from exportpipe.models.tasks import CopyResultEvent, TaskAnswer
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -63,12 +61,6 @@ from exportpipe.sources.base import SourceClient, UpstreamState
 MAX_COPY_RETRIES = 4
 # How long a copy holds the job when the invocation's own deadline is unknown (copy_result's timeout).
 DEFAULT_COPY_SECONDS = 900
-
-
-class CopyResultEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: str = Field(min_length=1)
 
 
 def copy_result(event: Any, deps: Deps) -> TaskAnswer:
