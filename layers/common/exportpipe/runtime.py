@@ -11,6 +11,7 @@ from exportpipe.adapters.aws import AwsClients, aws_clients
 from exportpipe.adapters.events import EventPublisher
 from exportpipe.adapters.store import JobStore
 from exportpipe.config import Settings, load_settings
+from exportpipe.models.connection import Connection
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
 
@@ -26,7 +27,9 @@ class Deps:
     s3: Any
     sfn: Any
     publisher: EventPublisher
-    client_for: Callable[[str], SourceClient[Any]]
+    # A client with the credentials of a connection (a job's or a definition's ``connection_ref``),
+    # built per call: the caller closes it.
+    client_for: Callable[[Connection], SourceClient[Any]]
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
     remaining_seconds: Callable[[], float] | None = None
@@ -48,6 +51,6 @@ def build_deps(
         s3=clients.s3,
         sfn=clients.sfn,
         publisher=EventPublisher(clients.events, settings.event_bus),
-        client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
+        client_for=lambda connection: build_client(connection, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,
     )

@@ -147,7 +147,7 @@ def abandon_upstream(deps: Deps, job: Job) -> None:
     logged, never raised, since the job's own outcome is already decided)."""
     if not job.upstream_id:
         return
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         canceled = client.cancel_export(job.upstream_id)
         logger.info("abandoned upstream export", upstream_id=job.upstream_id, canceled=canceled)
@@ -217,7 +217,7 @@ def recreate_upstream(
     limit = deps.settings.max_recreates
     if used >= limit:
         return None
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         upstream = client.create_export(parse_definition(job.definition), job.window)
     finally:

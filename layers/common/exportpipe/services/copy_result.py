@@ -108,7 +108,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> dict[str, Any]:
     definition = parse_definition(job.definition)
     folder = folder_of(deps, job)
     tuning = CopyTuning(part_size=settings.part_size_mib * MIB)
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     landed = {f.key: f for f in job.files}  # parts an earlier try of this copy already landed
     files: list[ResultFile] = []
     try:

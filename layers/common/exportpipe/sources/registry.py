@@ -12,6 +12,7 @@ from pydantic import Field, TypeAdapter
 from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError
+from exportpipe.models.connection import Connection
 from exportpipe.models.definition import DefinitionBase
 from exportpipe.sources.base import ClientContext, SourceClient, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
@@ -27,17 +28,36 @@ def definition_adapter() -> TypeAdapter[DefinitionBase]:
     return TypeAdapter(Annotated[union, Field(discriminator="source")])
 
 
-def build_client(
-    source: str, settings: Settings, secrets_client: Any, remaining_seconds: Callable[[], float] | None = None
-) -> SourceClient[Any]:
-    """The client for ``source``, with credentials from its connection's Secrets Manager secret."""
-    spec = SOURCES.get(source)
+def connection_secret(connection: Connection, settings: Settings) -> str:
+    """The secret (name or ARN) a connection's credentials are read from: the source's configured
+    secret for its default connection, ``<ConnectionSecretPrefix><source>/<name>`` for a named one."""
+    spec = SOURCES.get(connection.source)
     if spec is None:
-        raise ConfigurationError(f"no client for source {source!r}")
-    secret = settings.secret_arns.get(spec.connection_setting, "")
+        raise ConfigurationError(f"no client for source {connection.source!r}")
+    if connection.is_default:
+        return settings.secret_arns.get(spec.connection_setting, "")
+    return f"{settings.connection_secret_prefix}{connection.source}/{connection.name}"
+
+
+def build_client(
+    connection: Connection | str,
+    settings: Settings,
+    secrets_client: Any,
+    remaining_seconds: Callable[[], float] | None = None,
+) -> SourceClient[Any]:
+    """The client for ``connection`` (a source id: its default connection), with credentials from the
+    connection's Secrets Manager secret."""
+    if isinstance(connection, str):
+        connection = Connection(connection)
+    secret = connection_secret(connection, settings)
+    spec = SOURCES[connection.source]
+    try:
+        credentials = read_secret_json(secrets_client, secret)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"connection {connection}: {exc}") from exc
     context = ClientContext(
         settings=settings,
-        credentials=read_secret_json(secrets_client, secret),
+        credentials=credentials,
         allowed_hosts=(*spec.allowed_hosts, *settings.allowed_download_hosts),
         remaining_seconds=remaining_seconds,
     )
