@@ -1,12 +1,12 @@
 """Connections: whose account an export runs in.
 
-A user may run several accounts of one source (Pardot business units, impact accounts, Advocate
-tenants). A definition names its connection (``"connection": "emea"``); one that names none uses its
-source's default connection, the secret the deployment configures for the source. Credentials come
-from the connection's secret, so the upstream's allowances and quotas are those of the connection's
-account, never shared by two connections of one source.
+A user may run several accounts of one source (business units, partner accounts, tenants). A
+definition names its connection (``"connection": "emea"``); one that names none uses its source's
+default connection, the secret the deployment configures for the source. Credentials come from the
+connection's secret, so the upstream's allowances and quotas are those of the connection's account,
+never shared by two connections of one source.
 
-The connection's id (``pardot/emea``, ``pardot/default``) is recorded on the job. Which secret a
+The connection's id (``<source>/emea``, ``<source>/default``) is recorded on the job. Which secret a
 connection reads is decided in one place, :func:`exportpipe.sources.registry.connection_secret`.
 """
 

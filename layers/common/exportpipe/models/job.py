@@ -174,7 +174,7 @@ class Job(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def connection(self) -> str:
-        """The id of the connection the job runs with (``pardot/emea``), written on the job record. It
+        """The id of the connection the job runs with (``<source>/<name>``), written on the job record. It
         is the definition's, so a record written before connections existed reads as its source's
         default connection."""
         return self.connection_ref.id
