@@ -640,17 +640,17 @@ def test_functions_that_call_upstreams_may_read_every_connections_secret_and_no_
 def test_the_connection_prefix_parameter_and_setting_accept_the_same_prefixes(template: Template) -> None:
     import annotated_types as at
 
-    from exportpipe.config import SECRET_PREFIX_PATTERN
+    from exportpipe.config import CONNECTION_PREFIX_PATTERN
 
     spec = template.parameters["ConnectionSecretPrefix"]
     field = Settings.model_fields["connection_secret_prefix"]
-    assert spec["AllowedPattern"] == SECRET_PREFIX_PATTERN
+    assert spec["AllowedPattern"] == CONNECTION_PREFIX_PATTERN
     assert [m.max_length for m in field.metadata if isinstance(m, at.MaxLen)] == [spec["MaxLength"]]
     assert template.body["Globals"]["Function"]["Environment"]["Variables"]["CONNECTION_SECRET_PREFIX"] == {
         "Ref": "ConnectionSecretPrefix"
     }
     # the grant covers "<prefix>*": a prefix always ends a path segment, so it never reaches a secret
     # whose name merely starts like it ("exportpipe" would reach "exportpipe-prod-db")
-    assert re.fullmatch(SECRET_PREFIX_PATTERN.strip("^$"), spec["Default"])
+    assert re.fullmatch(CONNECTION_PREFIX_PATTERN.strip("^$"), spec["Default"])
     for wide in ("", "*", "exportpipe", "exportpipe*/"):
         assert not re.fullmatch(spec["AllowedPattern"].strip("^$"), wide)

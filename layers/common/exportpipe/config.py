@@ -18,7 +18,7 @@ from exportpipe.errors import ConfigurationError
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 # Secrets Manager name characters, in "/"-separated segments, ending with "/" (never a bare "*" grant).
-SECRET_PREFIX_PATTERN = r"^[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*/$"
+CONNECTION_PREFIX_PATTERN = r"^[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*/$"
 
 
 class Settings(BaseModel):
@@ -37,7 +37,10 @@ class Settings(BaseModel):
     # covers ``<prefix>*``, so the prefix ends with "/"); a definition that names no connection uses
     # its source's secret above.
     connection_secret_prefix: str = Field(
-        default="exportpipe/", max_length=256, pattern=SECRET_PREFIX_PATTERN, alias="CONNECTION_SECRET_PREFIX"
+        default="exportpipe/",
+        max_length=256,
+        pattern=CONNECTION_PREFIX_PATTERN,
+        alias="CONNECTION_SECRET_PREFIX",
     )
     # Hosts result downloads and their redirects may reach besides each source's own (comma-separated
     # host names; a leading "*." matches any subdomain). The upstream API host is always allowed.
