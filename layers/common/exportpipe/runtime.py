@@ -15,6 +15,7 @@ from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.adapters.workflow import StepFunctionsWorkflow
 from exportpipe.config import Settings, load_settings
 from exportpipe.errors import ConfigurationError
+from exportpipe.models.connection import Connection
 from exportpipe.ports import EventBus, JobStore, ResultsBucket, Workflow
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
@@ -35,7 +36,9 @@ class Deps:
     bucket: ResultsBucket
     workflow: Workflow
     publisher: EventBus
-    client_for: Callable[[str], SourceClient[Any]]
+    # A client with the credentials of a connection (a job's or a definition's ``connection_ref``),
+    # built per call: the caller closes it.
+    client_for: Callable[[Connection], SourceClient[Any]]
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
     remaining_seconds: Callable[[], float] | None = None
@@ -60,7 +63,7 @@ def build_deps(
         bucket=S3ResultsBucket(clients.s3, settings.results_bucket),
         workflow=StepFunctionsWorkflow(clients.sfn, settings.poll_state_machine_arn),
         publisher=EventPublisher(clients.events, settings.event_bus),
-        client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
+        client_for=lambda connection: build_client(connection, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,
         read_secret=lambda secret_id: read_secret_json(clients.secrets, secret_id),
     )

@@ -24,6 +24,7 @@ from pydantic import (
 
 from exportpipe.errors import ConfigurationError, InvalidDefinitionError
 from exportpipe.formats import CHECKERS
+from exportpipe.models.connection import Connection, ConnectionName
 
 DefinitionName = Annotated[
     str,
@@ -110,6 +111,13 @@ class DefinitionBase(BaseModel):
     start: AwareDatetime = Field(
         description="Where the first window starts while the definition has no watermark (with an offset)."
     )
+    # Left out of the dump when absent, so a definition without one is stored (on its jobs) exactly
+    # as before connections existed.
+    connection: ConnectionName | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The connection (secret) the export runs with; absent: the source's default one.",
+    )
 
     # The longest window one export may cover: each source sets its upstream's limit.
     longest_window: ClassVar[timedelta]
@@ -121,6 +129,11 @@ class DefinitionBase(BaseModel):
     @property
     def lag(self) -> timedelta:
         return timedelta(minutes=self.lag_minutes)
+
+    @property
+    def connection_ref(self) -> Connection:
+        """The connection this definition's exports run with (credentials, allowances, quotas)."""
+        return Connection.of(self.source, self.connection)
 
     @property
     def dataset_name(self) -> str:

@@ -60,7 +60,7 @@ def _poll(deps: Deps, job: Job, previous: int) -> TaskAnswer:
     """Read the upstream export once (check number ``previous + 1``) and act on its state."""
     settings = deps.settings
     attempt = previous + 1
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         upstream = client.get_export(str(job.upstream_id))
     except UpstreamRateLimitedError as exc:

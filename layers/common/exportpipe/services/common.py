@@ -167,7 +167,7 @@ def abandon_upstream(deps: Deps, job: Job) -> None:
     logged, never raised, since the job's own outcome is already decided)."""
     if not job.upstream_id:
         return
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         canceled = client.cancel_export(job.upstream_id)
         logger.info("abandoned upstream export", upstream_id=job.upstream_id, canceled=canceled)
@@ -253,7 +253,7 @@ def recreate_upstream(
     limit = deps.settings.max_recreates
     if used >= limit:
         return None
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         upstream = client.create_export(parse_definition(job.definition), job.window)
     finally:
@@ -273,7 +273,7 @@ def replay_upstream(
     limit = deps.settings.max_recreates
     if used >= limit:
         return None
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         if not isinstance(client, Replayable):
             raise ConfigurationError(f"source {job.source!r} recovers by replay but its client cannot replay")

@@ -102,7 +102,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
     definition = parse_definition(job.definition)
     fmt = definition.result_format
     folder = folder_of(deps, job)
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     landed = {f.key: f for f in job.files}  # parts an earlier try of this copy already landed
     files: list[ResultFile] = []
     try:
