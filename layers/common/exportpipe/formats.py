@@ -23,7 +23,15 @@ format itself marks its end, a checker fed the chunks as they pass tells a cut f
   same name nested deeper counts too.
 - ``zip`` / ``xlsx``: the End Of Central Directory record must be in the last 64 KiB + 22 bytes, whole
   (with its comment), and consistent (the central directory it points to lies before it). Records:
-  None (a later issue counts XLSX rows).
+  None for ``zip``. ``xlsx`` also walks the local entries as they stream past
+  (:mod:`exportpipe.zipstream`: no seekable file needed, data descriptors handled), parses the
+  package's XML parts with expat incrementally (no DTD, no entity declarations: such a part is not
+  counted), and counts the rows of the workbook's first worksheet, the header row excluded (the
+  last row's ``r`` index: rows left out for being empty count as in a CSV of the same data).
+  Records are None when the archive is not a SpreadsheetML package the walk can read (no
+  ``_rels/.rels`` → workbook → first sheet chain, an unreadable entry, a part that is not
+  well-formed XML). An entry that fails its CRC-32 or whose deflate stream is broken is a damaged
+  file: :meth:`FormatChecker.finish` raises, as for a cut one.
 
 Every checker works in bounded memory (a tail, a short head, a few counters) and at C speed: it uses
 ``bytes.split``/``count``/``translate``/``replace`` and compiled regular expressions per chunk, never a
@@ -34,21 +42,26 @@ naming what is missing. :func:`checker_for` maps a format name (the file extensi
 
 from __future__ import annotations
 
+import posixpath
 import re
 import struct
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate, islice
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote
+from xml.parsers import expat  # nosec B407 - defused below: no DTD, no entity declarations
 
 from exportpipe.errors import DownloadIncompleteError
+from exportpipe.zipstream import ZipStreamWalker
 
 __all__ = [
     "CHECKERS",
     "CsvRecordCounter",
     "FormatChecker",
     "JsonChecker",
+    "XlsxChecker",
     "XmlChecker",
     "ZipChecker",
     "checker_for",
@@ -693,6 +706,184 @@ class ZipChecker(FormatChecker):
         return on_disk, total, cd_size, cd_offset, base + record
 
 
+# ---- XLSX rows ----------------------------------------------------------------------------------
+
+_SHEET_NAMESPACES = frozenset(
+    {
+        "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+        "http://purl.oclc.org/ooxml/spreadsheetml/main",
+    }
+)
+_RELATIONSHIP_ID = frozenset(
+    {
+        "http://schemas.openxmlformats.org/officeDocument/2006/relationships id",
+        "http://purl.oclc.org/ooxml/officeDocument/relationships id",
+    }
+)
+_OFFICE_DOCUMENT = "/officeDocument"  # the end of the package relationship type naming the workbook
+_PACKAGE_RELS = "_rels/.rels"
+_MAX_PARTS = 10_000  # XML parts followed per package (each keeps a few counters)
+_MAX_RELATIONSHIPS = 10_000  # relationships kept per .rels part
+
+
+class _NotCounted(Exception):
+    """A part whose XML is refused (a DTD, an entity declaration) or not needed any further."""
+
+
+def _refuse(*_: Any) -> None:
+    raise _NotCounted("DTDs and entity declarations are not read")
+
+
+class _XmlPart:
+    """One XML part of the package, parsed as it inflates; what it says of the workbook's structure.
+
+    ``kind`` (from its root element): ``worksheet`` (``last_row``: the last row's index, 1-based),
+    ``workbook`` (``first_sheet``: the relationship id of its first sheet), ``rels``
+    (``relationships``: id → (type, target, mode)) or ``other`` (parsing stops at the root).
+    ``complete``: the entry passed its checks and its XML was well-formed to the end.
+    """
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.last_row = 0
+        self.first_sheet: str | None = None
+        self.relationships: dict[str, tuple[str, str, str]] = {}
+        self.complete = False
+        self._row = ""
+        self._sheet = ""
+        self._stopped = False
+        self._broken = False
+        parser = expat.ParserCreate(namespace_separator=" ")  # nosec B407
+        parser.ordered_attributes = True
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartDoctypeDeclHandler = _refuse
+        parser.EntityDeclHandler = _refuse
+        parser.UnparsedEntityDeclHandler = _refuse
+        parser.StartElementHandler = self._root
+        self._parser = parser
+
+    def _root(self, name: str, attrs: list[str]) -> None:
+        namespace, _, local = name.rpartition(" ")
+        if namespace in _SHEET_NAMESPACES and local == "worksheet":
+            self.kind, self._row = "worksheet", f"{namespace} row"
+            self._parser.StartElementHandler = self._rows
+        elif namespace in _SHEET_NAMESPACES and local == "workbook":
+            self.kind, self._sheet = "workbook", f"{namespace} sheet"
+            self._parser.StartElementHandler = self._sheets
+        elif local == "Relationships":
+            self.kind = "rels"
+            self._parser.StartElementHandler = self._relationship
+        else:
+            self.kind = "other"
+            raise _NotCounted(local)
+
+    def _rows(self, name: str, attrs: list[str]) -> None:
+        if name != self._row:
+            return
+        index = self.last_row + 1
+        for at in range(0, len(attrs) - 1, 2):
+            if attrs[at] == "r":
+                value = attrs[at + 1]
+                index = int(value) if value.isdigit() and len(value) < 10 else index
+                break
+        self.last_row = max(self.last_row, index)
+
+    def _sheets(self, name: str, attrs: list[str]) -> None:
+        if name != self._sheet or self.first_sheet is not None:
+            return
+        values = dict(zip(attrs[0::2], attrs[1::2], strict=False))
+        self.first_sheet = next((v for k, v in values.items() if k in _RELATIONSHIP_ID), "")
+
+    def _relationship(self, name: str, attrs: list[str]) -> None:
+        if not name.endswith("Relationship") or len(self.relationships) >= _MAX_RELATIONSHIPS:
+            return
+        values = dict(zip(attrs[0::2], attrs[1::2], strict=False))
+        if "Id" in values and "Target" in values:
+            mode = values.get("TargetMode", "Internal")
+            self.relationships[values["Id"]] = (values.get("Type", ""), values["Target"], mode)
+
+    def _parse(self, data: bytes, final: bool) -> None:
+        if self._stopped:
+            return
+        try:
+            self._parser.Parse(data, final)
+        except _NotCounted:
+            self._stopped = True
+            self._broken = self.kind != "other"
+        except expat.ExpatError:
+            self._stopped = self._broken = True
+
+    def write(self, data: bytes) -> None:
+        self._parse(data, False)
+
+    def close(self) -> None:
+        self._parse(b"", True)
+        self.complete = not self._broken
+
+
+def _part_name(folder: str, target: str) -> str | None:
+    """The zip entry name (lower case) a relationship's target names, from the folder of its source."""
+    path = unquote(target)
+    joined = path[1:] if path.startswith("/") else posixpath.join(folder, path)
+    name = posixpath.normpath(joined)
+    return None if name.startswith("..") or name == "." else name.lower()
+
+
+def _rels_of(part: str) -> str:
+    folder, base = posixpath.split(part)
+    return posixpath.join(folder, "_rels", f"{base}.rels")
+
+
+class XlsxChecker(ZipChecker):
+    """The zip checks, and the rows of the workbook's first worksheet (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("xlsx")
+        self._parts: dict[str, _XmlPart] = {}
+        self._walker = ZipStreamWalker(self._sink_for)
+
+    def _sink_for(self, name: str) -> _XmlPart | None:
+        lowered = name.lower()
+        if not lowered.endswith((".xml", ".rels")) or len(self._parts) >= _MAX_PARTS:
+            return None
+        part = _XmlPart()
+        self._parts[lowered] = part
+        return part
+
+    def feed(self, chunk: bytes) -> None:
+        super().feed(chunk)
+        self._walker.feed(chunk)
+
+    def finish(self) -> None:
+        super().finish()
+        if self._walker.damage is not None:
+            raise self._incomplete(f"it is damaged: {self._walker.damage}")
+
+    def _complete(self, name: str | None, kind: str) -> _XmlPart | None:
+        part = self._parts.get(name) if name is not None else None
+        return part if part is not None and part.complete and part.kind == kind else None
+
+    @property
+    def records(self) -> int | None:
+        walker = self._walker
+        if not walker.done or walker.unreadable or walker.damage:
+            return None
+        package = self._complete(_PACKAGE_RELS, "rels")
+        if package is None:
+            return None
+        targets = [t for kind, t, mode in package.relationships.values() if kind.endswith(_OFFICE_DOCUMENT)]
+        workbook_name = _part_name("", targets[0]) if targets else None
+        workbook = self._complete(workbook_name, "workbook")
+        if workbook is None or workbook_name is None or not workbook.first_sheet:
+            return None
+        links = self._complete(_rels_of(workbook_name), "rels")
+        link = links.relationships.get(workbook.first_sheet) if links is not None else None
+        if link is None or link[2] != "Internal":
+            return None
+        sheet = self._complete(_part_name(posixpath.dirname(workbook_name), link[1]), "worksheet")
+        return None if sheet is None else max(sheet.last_row - 1, 0)
+
+
 # ---- registry -----------------------------------------------------------------------------------
 
 #: Checker factories by format name (the file extension, or a dialect of it; lower case).
@@ -702,7 +893,7 @@ CHECKERS: dict[str, Callable[[], FormatChecker]] = {
     "json": JsonChecker,
     "xml": XmlChecker,
     "zip": ZipChecker,
-    "xlsx": lambda: ZipChecker("xlsx"),
+    "xlsx": XlsxChecker,
 }
 
 
