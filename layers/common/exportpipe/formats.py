@@ -51,7 +51,9 @@ from collections.abc import Callable
 from itertools import accumulate, islice
 from typing import Any, Literal
 from urllib.parse import unquote
-from xml.parsers import expat  # nosec B407 - defused below: no DTD, no entity declarations
+
+# expat is defused where its parsers are made (_XmlPart): no DTD, no entity declarations
+from xml.parsers import expat  # nosec B407
 
 from exportpipe.errors import DownloadIncompleteError
 from exportpipe.zipstream import ZipStreamWalker
