@@ -50,7 +50,7 @@ def test_a_registered_source_is_a_member_of_the_definition_union(stub_source: So
 
 
 def test_an_unregistered_source_is_refused_naming_the_known_ones() -> None:
-    with pytest.raises(InvalidDefinitionError, match=r"source: must be one of \['pardot'\]"):
+    with pytest.raises(InvalidDefinitionError, match=r"source: must be one of \['pardot', 'advocate'\]"):
         parse_definition({"source": "stub", "name": "x", "start": "2026-11-01T00:00:00Z"})
 
 

@@ -360,6 +360,17 @@ def _bound(field: Any, kinds: tuple[type, ...]) -> float | None:
     return None
 
 
+def _parameter_of(value: Any) -> str | None:
+    """The parameter an environment value passes on: ``Ref`` it, or ``Fn::If`` [condition, ``Ref`` it,
+    ``AWS::NoValue``] (a variable set only when the parameter is)."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        _, then, otherwise = value["Fn::If"]
+        value = then if otherwise == {"Ref": "AWS::NoValue"} else None
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return str(value["Ref"])
+    return None
+
+
 def test_settings_match_the_parameters_that_feed_them(template: Template) -> None:
     """Each template parameter passed to the functions' environment has, in Settings, the same default
     and the same bounds (MinValue ↔ ge, MaxValue ↔ le: CloudFormation's bounds are inclusive), so a
@@ -367,9 +378,7 @@ def test_settings_match_the_parameters_that_feed_them(template: Template) -> Non
     import annotated_types as at
 
     env = template.body["Globals"]["Function"]["Environment"]["Variables"]
-    fed = {
-        value["Ref"]: var for var, value in env.items() if isinstance(value, dict) and set(value) == {"Ref"}
-    }
+    fed = {_parameter_of(value): var for var, value in env.items() if _parameter_of(value)}
     fields = {f.alias: f for f in Settings.model_fields.values()}
     problems: list[str] = []
     from exportpipe.sources.registry import SOURCES

@@ -106,7 +106,7 @@ LOCAL_PARAMETERS = {
 }
 
 # Template parameter that receives each sandbox's secret ARN.
-SECRET_PARAMETERS = {"pardot": "PardotSecretArn"}
+SECRET_PARAMETERS = {"pardot": "PardotSecretArn", "advocate": "AdvocateSecretArn"}
 
 _active = threading.Lock()
 
@@ -744,6 +744,7 @@ def _secret_of(server: SandboxServer) -> str:
 
 
 def _default_sandboxes() -> dict[str, Sandbox]:
+    from exportpipe_dev.sandbox.advocate import AdvocateSandbox
     from exportpipe_dev.sandbox.pardot import PardotSandbox
 
-    return {"pardot": PardotSandbox()}
+    return {"pardot": PardotSandbox(), "advocate": AdvocateSandbox()}

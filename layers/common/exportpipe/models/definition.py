@@ -87,6 +87,20 @@ class ResultFormat:
             )
 
 
+class TimeFormat(BaseModel):
+    """How the dates inside a definition's files are written, for the manifest's consumers (its
+    ``time_format``): ``encoding`` (``epoch_ms``: integer milliseconds since 1970-01-01T00:00:00Z),
+    the ``columns`` known to hold such dates, and ``column_pattern``, a regular expression any other
+    column holding them matches (where the upstream documents no full column list)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    encoding: str
+    timezone: str = "UTC"
+    columns: list[str] = Field(default_factory=list)
+    column_pattern: str | None = None
+
+
 class DefinitionBase(BaseModel):
     """What every source's definition has: a name, a dataset, a lag, a start, the longest window one
     export may cover, and the window planning built on them (:meth:`latest_end`,
@@ -166,6 +180,12 @@ class DefinitionBase(BaseModel):
         if window.end > latest:
             return [("window", f"ends after {latest.isoformat()} (now minus the lag)")]
         return []
+
+    @property
+    def time_format(self) -> TimeFormat | None:
+        """How dates are written inside this definition's files (the manifest's ``time_format``);
+        None: nothing is said beyond the manifest's ``timezone``."""
+        return None
 
     @property
     def result_format(self) -> ResultFormat:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
 from exportpipe.models.connection import Connection
-from exportpipe.models.definition import Window
+from exportpipe.models.definition import TimeFormat, Window
 
 
 class JobStatus(StrEnum):
@@ -130,6 +130,8 @@ class CommitIntent(BaseModel):
     delivered_at: AwareDatetime
     format: str
     timezone: str | None = None
+    # left out when absent: an intent is recorded as before for sources that say nothing of it
+    time_format: TimeFormat | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Job(BaseModel):

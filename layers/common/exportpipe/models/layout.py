@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from exportpipe.models.definition import Window
+from exportpipe.models.definition import TimeFormat, Window
 from exportpipe.models.job import Job, ResultFile
 
 MANIFEST_NAME = "_manifest.json"
@@ -62,6 +62,9 @@ class Manifest(BaseModel):
     # when the upstream export was created, as the upstream wrote it: a source that writes it in the
     # exporting user's timezone shows by its offset the zone the files' dates are in
     upstream_created_at: str | None = None
+    # how the files write their dates (epoch ms, which columns), where the source says: left out
+    # when absent, so other sources' manifests are as before
+    time_format: TimeFormat | None = Field(default=None, exclude_if=lambda value: value is None)
     files: list[ResultFile]
     totals: Totals
     delivered_at: AwareDatetime
@@ -75,6 +78,7 @@ class Manifest(BaseModel):
         fmt: str,
         timezone: str | None,
         delivered_at: AwareDatetime,
+        time_format: TimeFormat | None = None,
     ) -> Manifest:
         counts = [f.records for f in files]
         records = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
@@ -88,6 +92,7 @@ class Manifest(BaseModel):
             format=fmt,
             timezone=timezone,
             upstream_created_at=job.upstream_created_at,
+            time_format=time_format,
             files=files,
             totals=Totals(files=len(files), bytes=sum(f.bytes for f in files), records=records),
             delivered_at=delivered_at,

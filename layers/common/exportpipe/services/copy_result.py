@@ -125,7 +125,13 @@ def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
         client.close()
     try:
         delivered = commit(
-            deps, job, owner, files, fmt=fmt.extension, timezone=client.files_timezone(definition)
+            deps,
+            job,
+            owner,
+            files,
+            fmt=fmt.extension,
+            timezone=client.files_timezone(definition),
+            time_format=definition.time_format,
         )
     except TransitionError:
         # superseded, or ended (the failure recorder, a re-export) before the delivery was decided

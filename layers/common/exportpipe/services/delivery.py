@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from exportpipe.errors import ManifestConflictError, TransitionError
-from exportpipe.models.definition import parse_definition
+from exportpipe.models.definition import TimeFormat, parse_definition
 from exportpipe.models.job import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
 from exportpipe.models.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
 from exportpipe.models.tasks import StartOutcome
@@ -76,6 +76,7 @@ def manifest_of(job: Job) -> Manifest:
         fmt=job.commit.format,
         timezone=job.commit.timezone,
         delivered_at=job.commit.delivered_at,
+        time_format=job.commit.time_format,
     )
 
 
@@ -94,11 +95,20 @@ def _put_manifest(deps: Deps, job: Job, manifest: Manifest) -> None:
 
 
 def commit(
-    deps: Deps, job: Job, owner: str, files: list[ResultFile], *, fmt: str, timezone: str | None
+    deps: Deps,
+    job: Job,
+    owner: str,
+    files: list[ResultFile],
+    *,
+    fmt: str,
+    timezone: str | None,
+    time_format: TimeFormat | None = None,
 ) -> Job:
     """Deliver: decide it on the job (only while ``owner`` holds the copy and nothing ended the job),
     then write the manifest and mark the job DELIVERED (:func:`finish_commit`)."""
-    intent = CommitIntent(owner=owner, delivered_at=deps.clock(), format=fmt, timezone=timezone)
+    intent = CommitIntent(
+        owner=owner, delivered_at=deps.clock(), format=fmt, timezone=timezone, time_format=time_format
+    )
     job = deps.store.claim_commit(
         job.job_id,
         owner,

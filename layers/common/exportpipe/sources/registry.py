@@ -14,11 +14,12 @@ from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError
 from exportpipe.models.connection import Connection
 from exportpipe.models.definition import DefinitionBase
+from exportpipe.sources.advocate import SPEC as ADVOCATE
 from exportpipe.sources.base import ClientContext, Recovery, Replayable, SourceClient, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
 from exportpipe.webhooks import ReceiverFactory
 
-SOURCES: dict[str, SourceSpec] = {spec.source: spec for spec in (PARDOT,)}
+SOURCES: dict[str, SourceSpec] = {spec.source: spec for spec in (PARDOT, ADVOCATE)}
 
 
 @cache

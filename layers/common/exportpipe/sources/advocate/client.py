@@ -1,0 +1,358 @@
+"""impact.com Advocate (SaaSquatch) Export API client.
+
+HTTP Basic with the tenant's API key as the password and no username, the tenant alias a path
+segment: ``{base_url}/api/v1/{tenant_alias}/export…``. Create (``POST /export``: 201 + Export),
+lookup (``GET /export/{id}``), list (``GET /export/history/list?limit&offset``: the last resort for
+an export whose id was lost, see :meth:`AdvocateClient.find_export`) and download (``GET
+/export/{id}/download``: 303 to a signed storage URL; the Authorization header goes to the API host
+only, never to the storage host). There is no cancel endpoint.
+
+States: ``PENDING`` → PENDING, ``COMPLETED`` → READY (its one file: the download URL, which is
+followed at copy time, so the short-lived signed URL is never stored), ``ABORTED`` → FAILED (the
+services create it again, a bounded number of times), ``EXPIRED`` → EXPIRED.
+
+Tolerances where the public record is open: create answers 200 or 201; a status in another case is
+read upper-cased; ``base_url`` may be the origin or end in ``/api/v1``; a 429 or 5xx (none is
+documented: API-key calls are "not rate limited") goes through the shared mechanisms (retries of
+idempotent calls within the call's wait budget, ``Retry-After`` handed to the workflow).
+
+Window bounds: the reference leaves the inclusiveness of ``*Since``/``*Before`` open [U]; the sandbox
+(like the platform's GraphQL ``_gte``/``_lt``) reads since inclusive and before exclusive, the
+default here (``window_bounds: "since-inclusive"`` in the secret). Dates are whole milliseconds, so
+the half-open window [start, end) is sent as since = ⌈start⌉, before = ⌈end⌉ under that reading and
+shifted by 1 ms on the end a reading excludes/includes otherwise (``inclusive``: both ends included,
+``exclusive``: both excluded, ``before-inclusive``: since excluded, before included); consecutive
+windows neither overlap nor leave a gap under any of them. A REWARD export's window goes into its
+reward filter (``_gte`` start, ``_lt`` end: GraphQL's own bounds), which the setting does not change.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exportpipe.errors import (
+    ConfigurationError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamUnavailableError,
+    scrub,
+)
+from exportpipe.http import (
+    exact_hosts,
+    guard_session,
+    host_of,
+    in_call_waits,
+    make_session,
+    open_download,
+    upstream_refusal,
+)
+from exportpipe.models.definition import Window
+from exportpipe.sources.advocate.catalog import TIMESTAMP_PARAMS
+from exportpipe.sources.advocate.definition import (
+    WINDOW_END,
+    AdvocateDefinition,
+    ceil_ms,
+    epoch_ms,
+    iter_reward_window,
+)
+from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+
+DEFAULT_BASE_URL = "https://app.referralsaasquatch.com"
+DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
+LIST_PAGE = 100  # exports per page when listing
+LIST_PAGES = 10  # pages read at most looking for a lost export (the newest 1000)
+
+_STATES = {
+    "PENDING": UpstreamState.PENDING,
+    "COMPLETED": UpstreamState.READY,
+    "ABORTED": UpstreamState.FAILED,
+    "EXPIRED": UpstreamState.EXPIRED,
+}
+# (since shift, before shift) in ms from the half-open [⌈start⌉, ⌈end⌉), per reading of the bounds
+_BOUND_SHIFTS = {
+    "since-inclusive": (0, 0),
+    "inclusive": (0, -1),
+    "exclusive": (-1, 0),
+    "before-inclusive": (-1, -1),
+}
+
+
+class AdvocateCredentials(BaseModel):
+    """The Secrets Manager secret's JSON."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tenant_alias: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    api_key: str = Field(min_length=1)
+    base_url: str = DEFAULT_BASE_URL
+    window_bounds: Literal["since-inclusive", "inclusive", "exclusive", "before-inclusive"] = (
+        "since-inclusive"
+    )
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> AdvocateCredentials:
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['msg']})" for e in exc.errors())
+            raise ConfigurationError(f"Advocate secret is invalid: {fields}") from exc
+
+
+@dataclass(frozen=True)
+class ListedExport:
+    """An export of the history: its state, and what it was created as."""
+
+    export: UpstreamExport
+    name: str | None
+    type: str | None
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """One page of the export history, newest first."""
+
+    exports: list[ListedExport]
+    total: int  # exports the tenant has in all (``totalCount``)
+
+
+class AdvocateClient:
+    source = "advocate"
+
+    def __init__(
+        self,
+        credentials: AdvocateCredentials,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        allowed_hosts: tuple[str, ...] = (),
+        sleep: Callable[[float], None] = time.sleep,
+        remaining_seconds: Callable[[], float] | None = None,
+    ) -> None:
+        self._creds = credentials
+        self._session = session or make_session()
+        self._timeout = timeout
+        self._allowed = allowed_hosts
+        self._sleep = sleep
+        self._remaining = remaining_seconds
+        base = credentials.base_url.rstrip("/")
+        base = base.removesuffix("/api/v1")
+        self._api = f"{base}/api/v1/{quote(credentials.tenant_alias, safe='')}"
+        self._auth_hosts = frozenset({host_of(base)})
+        guard_session(self._session, {*self._auth_hosts, *exact_hosts(allowed_hosts)})
+        key = base64.b64encode(f":{credentials.api_key}".encode()).decode("ascii")
+        self._auth = {"Authorization": f"Basic {key}"}
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _time_left(self) -> float:
+        return float("inf") if self._remaining is None else self._remaining() - DEADLINE_MARGIN
+
+    def _request_timeout(self) -> float:
+        left = self._time_left()
+        if left < 1:
+            raise UpstreamUnavailableError("out of time in this invocation; the next attempt goes on")
+        return min(self._timeout, left)
+
+    def _call(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        what = f"Advocate {method} {path}"
+        with in_call_waits(self._sleep):
+            try:
+                resp = self._session.request(
+                    method,
+                    f"{self._api}{path}",
+                    json=json_body,
+                    params=params,
+                    headers={**self._auth, "Accept": "application/json"},
+                    timeout=self._request_timeout(),
+                    allow_redirects=False,  # the API does not redirect; a redirect would take the key
+                )
+            except requests.RequestException as exc:
+                raise UpstreamUnavailableError(f"{what} failed: {scrub(str(exc))}") from exc
+        body = _json(resp)
+        status = resp.status_code
+        code = body.get("apiErrorCode")
+        if status == 429 or status >= 500:
+            raise upstream_refusal(
+                status, resp.headers, f"{what} answered {status}: {_message(body)}", code=code
+            )
+        if status in (401, 403) or (status == 404 and code == "TENANT_NOT_FOUND"):
+            raise UpstreamAuthError(
+                f"{what}: the API key or tenant alias was refused ({status} {code}): {_message(body)}",
+                status=status,
+                code=code,
+            )
+        if 300 <= status < 400:
+            raise UpstreamError(
+                f"{what} answered {status} (to {scrub(resp.headers.get('Location', ''))!r}); "
+                "API calls follow no redirects",
+                status=status,
+                code=code,
+            )
+        if status >= 400:
+            raise UpstreamError(
+                f"{what} answered {status} {code}: {_message(body)}", status=status, code=code
+            )
+        return body
+
+    # ---- the SourceClient protocol -----------------------------------------------------------
+
+    def export_body(self, definition: AdvocateDefinition, window: Window) -> dict[str, Any]:
+        """The ExportStub that exports ``window`` of ``definition``."""
+        start, end = ceil_ms(window.start), ceil_ms(window.end)
+        params: dict[str, Any] = {
+            key: epoch_ms(value) if key in TIMESTAMP_PARAMS else value
+            for key, value in definition.params.items()
+        }
+        names = definition.window_params()
+        if names is not None:
+            since_shift, before_shift = _BOUND_SHIFTS[self._creds.window_bounds]
+            params[names[0]] = start + since_shift
+            params[names[1]] = end + before_shift
+        if definition.type == "REWARD":
+            conditions = dict(iter_reward_window(definition, start, end))
+            given = params.get("filter")
+            if conditions:
+                params["filter"] = {"AND": [given, conditions]} if given else conditions
+            if "at" in params:
+                params["at"] = end if params["at"] == WINDOW_END else epoch_ms(params["at"])
+        return {
+            "type": definition.type,
+            "format": definition.format,
+            "name": export_name(definition, window),
+            "params": params or None,
+        }
+
+    def create_export(self, definition: AdvocateDefinition, window: Window) -> UpstreamExport:
+        body = self._call("POST", "/export", json_body=self.export_body(definition, window))
+        return self._export(body)
+
+    def get_export(self, upstream_id: str) -> UpstreamExport:
+        return self._export(self._call("GET", f"/export/{quote(upstream_id, safe='')}"))
+
+    def list_exports(self, *, limit: int = LIST_PAGE, offset: int = 0) -> ExportPage:
+        """One page of the tenant's exports, newest first (``GET /export/history/list``)."""
+        body = self._call("GET", "/export/history/list", params={"limit": limit, "offset": offset})
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise UpstreamError(f"Advocate export list lacks data: {str(body)[:300]}")
+        exports = [
+            ListedExport(self._export(item), _text(item.get("name")), _text(item.get("type")))
+            for item in data
+            if isinstance(item, dict)
+        ]
+        total = body.get("totalCount")
+        return ExportPage(exports, total if isinstance(total, int) else offset + len(exports))
+
+    def find_export(
+        self, definition: AdvocateDefinition, window: Window, *, pages: int = LIST_PAGES
+    ) -> UpstreamExport | None:
+        """The newest export this client created for ``window`` of ``definition`` (by its name), from
+        the newest ``pages`` × :data:`LIST_PAGE` of the history; None when none is there. The last
+        resort for an export whose id was lost (no service uses it yet)."""
+        name = export_name(definition, window)
+        offset = 0
+        for _ in range(pages):
+            page = self.list_exports(limit=LIST_PAGE, offset=offset)
+            for listed in page.exports:
+                if listed.name == name and listed.type == definition.type:
+                    return listed.export
+            offset += len(page.exports)
+            if not page.exports or offset >= page.total:
+                return None
+        return None
+
+    def cancel_export(self, upstream_id: str) -> bool:
+        """Always False, without a call: the Export API has no cancel or delete endpoint (none in
+        any spec version), so an export nothing waits for runs to its end and expires upstream."""
+        return False
+
+    @contextmanager
+    def open_result(self, url: str) -> Iterator[ResultStream]:
+        with in_call_waits(self._sleep):
+            resp = open_download(
+                self._session,
+                url,
+                auth_headers=self._auth,
+                auth_hosts=self._auth_hosts,
+                allowed_hosts=self._allowed,
+                timeout=self._request_timeout(),
+            )
+        try:
+            length = resp.headers.get("Content-Length")
+            yield ResultStream(
+                chunks=resp.iter_content(chunk_size=256 * 1024),
+                content_length=int(length) if length and length.isdigit() else None,
+                content_type=resp.headers.get("Content-Type", "application/octet-stream").split(";")[0],
+            )
+        finally:
+            resp.close()
+
+    def files_timezone(self, definition: AdvocateDefinition) -> str | None:
+        return "UTC"  # every date in the files is epoch ms (the manifest's time_format)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ---- exports -----------------------------------------------------------------------------
+
+    def download_url(self, upstream_id: str) -> str:
+        return f"{self._api}/export/{quote(upstream_id, safe='')}/download"
+
+    def _export(self, data: dict[str, Any]) -> UpstreamExport:
+        if "id" not in data or "status" not in data:
+            raise UpstreamError(f"Advocate export response lacks id/status: {str(data)[:300]}")
+        upstream_id = str(data["id"])
+        raw = str(data["status"])
+        state = _STATES.get(raw.upper())
+        if state is None:
+            raise UpstreamError(f"Advocate export {upstream_id}: unknown status {raw!r}")
+        return UpstreamExport(
+            upstream_id=upstream_id,
+            state=state,
+            raw_state=raw,
+            result_urls=[self.download_url(upstream_id)] if state is UpstreamState.READY else [],
+            created_at=_iso(data.get("dateCreated")),
+        )
+
+
+def export_name(definition: AdvocateDefinition, window: Window) -> str:
+    """The ``name`` of the export of ``window`` of ``definition``: how a lost export is found again."""
+    return f"exportpipe {definition.name} {ceil_ms(window.start)}-{ceil_ms(window.end)}"
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        value = resp.json()
+    except ValueError:
+        return {"message": resp.text[:500]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _message(body: dict[str, Any]) -> str:
+    message = str(body.get("message", ""))
+    errors = body.get("validationErrors")
+    if isinstance(errors, list) and errors:
+        message += " (" + "; ".join(str(e) for e in errors[:20]) + ")"
+    return message
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
