@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from exportpipe_dev.sandbox.base import Clock, SandboxServer
 
 from exportpipe.errors import (
     ConfigurationError,
+    DownloadIncompleteError,
     UnsafeDownloadError,
     UpstreamAuthError,
     UpstreamError,
@@ -25,8 +27,8 @@ from exportpipe.errors import (
     UpstreamUnavailableError,
 )
 from exportpipe.models.definition import Window, parse_definition
-from exportpipe.sources.advocate.client import AdvocateClient, AdvocateCredentials
-from exportpipe.sources.advocate.definition import AdvocateDefinition
+from exportpipe.sources.advocate.client import AdvocateClient, AdvocateCredentials, unwrap_workbook
+from exportpipe.sources.advocate.definition import XLSX, AdvocateDefinition
 from exportpipe.sources.base import UpstreamState
 from tests.loopback import recording_server
 
@@ -271,3 +273,71 @@ def test_api_calls_follow_no_redirect_and_downloads_go_only_to_allowed_hosts() -
                 pass
     assert other.received == []
     assert [r.headers.get("Authorization", "")[:6] for r in api.received] == ["Basic ", "Basic "]
+
+
+def _wrapped(workbook: bytes, name: str = "export.xlsx") -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, workbook)
+    return out.getvalue()
+
+
+def test_a_workbook_zipped_once_more_is_unwrapped_as_it_streams(
+    served: tuple[AdvocateSandbox, str], sandbox: AdvocateSandbox
+) -> None:
+    # the other reading of "zipped XLSX": a zip holding the .xlsx
+    client = _client(served)
+    created = client.create_export(_definition(type="REFERRAL", format="XLSX"), MONTH)
+    _completed(sandbox)
+    (url,) = client.get_export(created.upstream_id).result_urls
+    with client.open_result(url) as stream:
+        workbook = b"".join(stream.chunks)
+    wrapped = _wrapped(workbook)
+    served_bodies = {"/whole": wrapped, "/cut": wrapped[: len(wrapped) - 30]}
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/zip"}, served_bodies[path.split("?")[0]]
+
+    with recording_server(answer) as server:
+        creds = AdvocateCredentials.parse(
+            {"tenant_alias": "t", "api_key": "TEST_K", "base_url": server.origin()}
+        )
+        other = AdvocateClient(creds, sleep=lambda s: None)
+        with other.open_result(f"{server.origin()}/whole") as stream:
+            assert stream.content_type == XLSX.content_type and stream.content_length is None
+            assert b"".join(stream.chunks) == workbook
+        # cut after the workbook's entry: the workbook is whole (its CRC-32 checked), the wrapper's
+        # central directory is not needed; the server framed the cut body by its own length
+        with other.open_result(f"{server.origin()}/cut") as stream:
+            assert b"".join(stream.chunks) == workbook
+    # and a plain workbook, a CSV or nothing at all pass as they are
+    for body in (workbook, b"id,name\r\n1,a\r\n", b""):
+        chunks, wrapped_flag = unwrap_workbook(iter([body[:5], body[5:]]), len(body))
+        assert b"".join(chunks) == body and wrapped_flag is False
+
+
+def test_a_zipped_workbook_cut_or_damaged_is_refused() -> None:
+    workbook = _book_bytes()
+    wrapped = _wrapped(workbook)
+    entry_end = 30 + len("export.xlsx") + zipfile.ZipFile(io.BytesIO(wrapped)).infolist()[0].compress_size
+    for cut in (60, entry_end // 2, entry_end - 1):  # (a cut inside the first header is no zip here)
+        chunks, flag = unwrap_workbook(iter([wrapped[:cut]]), None)
+        assert flag is True
+        with pytest.raises(DownloadIncompleteError, match="zipped workbook"):
+            b"".join(chunks)
+    chunks, _ = unwrap_workbook(iter([wrapped[:-5]]), len(wrapped))  # fewer bytes than announced
+    with pytest.raises(DownloadIncompleteError, match=f"of {len(wrapped)} bytes"):
+        b"".join(chunks)
+    damaged = bytearray(wrapped)
+    damaged[entry_end - 10] ^= 0x33
+    chunks, _ = unwrap_workbook(iter([bytes(damaged)]), len(damaged))
+    with pytest.raises(DownloadIncompleteError, match=r"zipped workbook: entry 'export\.xlsx'"):
+        b"".join(chunks)
+
+
+def _book_bytes() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as book:
+        book.writestr("[Content_Types].xml", "<Types/>" + "x" * 5000)
+        book.writestr("xl/worksheets/sheet1.xml", "<worksheet/>" + "y" * 5000)
+    return out.getvalue()

@@ -147,6 +147,11 @@ class ZipStreamWalker:
         self._zip64(entry, extra)
         entry.left = entry.csize
         entry.sized = not (entry.descriptor and entry.csize == 0)
+        return self._begin(entry)
+
+    def _begin(self, entry: _Entry) -> bool:
+        """Decide how the entry is read (its sink, whether it is inflated); False when it cannot be."""
+        name, method = entry.name, entry.method
         if method not in (_STORED, _DEFLATED):
             if not entry.sized:
                 self.unreadable = f"entry {name!r}: compression method {method} and no size"
@@ -184,46 +189,51 @@ class ZipStreamWalker:
     # ---- entry data ------------------------------------------------------------------------------
 
     def _data(self, entry: _Entry) -> bool:
-        buf = self._buf
-        if entry.sized:
-            if entry.left and not buf:
-                return False
-            take = min(entry.left, len(buf))
-            piece = bytes(buf[:take])
-            del buf[:take]
-            entry.left -= take
-            entry.read += take
-            if entry.inflater is not None:
-                self._inflate(entry, piece)
-            elif entry.sink is not None:
-                self._emit(entry, piece)
-            if entry.left:
-                return False
-            if entry.inflater is not None and not entry.inflater.eof and self.damage is None:
-                self.damage = f"entry {entry.name!r}: its deflate stream ends before its compressed size"
-                return False
-        else:
-            if not buf:
-                return False
-            inflater = entry.inflater
-            if inflater is None:  # not reached: an unsized entry is always deflated here
-                self.unreadable = f"entry {entry.name!r} cannot be read"
-                return False
-            piece = bytes(buf)
-            buf.clear()
-            self._inflate(entry, piece)
-            if not inflater.eof:
-                entry.read += len(piece)
-                return False
-            rest = inflater.unused_data
-            entry.read += len(piece) - len(rest)
-            buf[:0] = rest
-        if self.damage is not None:
+        ended = self._sized(entry) if entry.sized else self._unsized(entry)
+        if not ended or self.damage is not None:
             return False
         if entry.descriptor:
             self._in_descriptor = True
             return True
         return self._end(entry, entry.crc, entry.csize, entry.usize)
+
+    def _sized(self, entry: _Entry) -> bool:
+        """Take the entry's data by its compressed size; True once all of it was read."""
+        buf = self._buf
+        if entry.left and not buf:
+            return False
+        take = min(entry.left, len(buf))
+        piece = bytes(buf[:take])
+        del buf[:take]
+        entry.left -= take
+        entry.read += take
+        if entry.inflater is not None:
+            self._inflate(entry, piece)
+        elif entry.sink is not None:
+            self._emit(entry, piece)
+        if entry.left:
+            return False
+        if entry.inflater is not None and not entry.inflater.eof and self.damage is None:
+            self.damage = f"entry {entry.name!r}: its deflate stream ends before its compressed size"
+        return True
+
+    def _unsized(self, entry: _Entry) -> bool:
+        """Inflate the entry's data to the end of its deflate stream; True once it ended (what
+        follows it goes back to the buffer: the data descriptor)."""
+        buf = self._buf
+        inflater = entry.inflater
+        if not buf or inflater is None:  # (an unsized entry is always inflated here)
+            return False
+        piece = bytes(buf)
+        buf.clear()
+        self._inflate(entry, piece)
+        if not inflater.eof:
+            entry.read += len(piece)
+            return False
+        rest = inflater.unused_data
+        entry.read += len(piece) - len(rest)
+        buf[:0] = rest
+        return True
 
     def _inflate(self, entry: _Entry, data: bytes) -> None:
         inflater = entry.inflater

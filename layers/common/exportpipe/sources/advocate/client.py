@@ -7,6 +7,11 @@ an export whose id was lost, see :meth:`AdvocateClient.find_export`) and downloa
 /export/{id}/download``: 303 to a signed storage URL; the Authorization header goes to the API host
 only, never to the storage host). There is no cancel endpoint.
 
+"Zipped XLSX" (the older spec's words; the packaging is undocumented [U]) is read as the sandbox
+does: the ``.xlsx`` package itself, which is a zip. A download that is instead a zip *holding* the
+workbook (its first entry named ``*.xlsx``) is unwrapped as it streams (:func:`unwrap_workbook`), so
+the ``.xlsx`` lands either way: its entry's CRC-32 is checked, and the wrapper's announced length.
+
 States: ``PENDING`` → PENDING, ``COMPLETED`` → READY (its one file: the download URL, which is
 followed at copy time, so the short-lived signed URL is never stored), ``ABORTED`` → FAILED (the
 services create it again, a bounded number of times), ``EXPIRED`` → EXPIRED.
@@ -29,6 +34,7 @@ reward filter (``_gte`` start, ``_lt`` end: GraphQL's own bounds), which the set
 from __future__ import annotations
 
 import base64
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exportpipe.errors import (
     ConfigurationError,
+    DownloadIncompleteError,
     UpstreamAuthError,
     UpstreamError,
     UpstreamUnavailableError,
@@ -60,12 +67,14 @@ from exportpipe.models.definition import Window
 from exportpipe.sources.advocate.catalog import TIMESTAMP_PARAMS
 from exportpipe.sources.advocate.definition import (
     WINDOW_END,
+    XLSX,
     AdvocateDefinition,
     ceil_ms,
     epoch_ms,
     iter_reward_window,
 )
 from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+from exportpipe.zipstream import ZipStreamWalker
 
 DEFAULT_BASE_URL = "https://app.referralsaasquatch.com"
 DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
@@ -291,10 +300,13 @@ class AdvocateClient:
             )
         try:
             length = resp.headers.get("Content-Length")
+            announced = int(length) if length and length.isdigit() else None
+            chunks, wrapped = unwrap_workbook(resp.iter_content(chunk_size=256 * 1024), announced)
+            content_type = resp.headers.get("Content-Type", "application/octet-stream").split(";")[0]
             yield ResultStream(
-                chunks=resp.iter_content(chunk_size=256 * 1024),
-                content_length=int(length) if length and length.isdigit() else None,
-                content_type=resp.headers.get("Content-Type", "application/octet-stream").split(";")[0],
+                chunks=chunks,
+                content_length=None if wrapped else announced,
+                content_type=XLSX.content_type if wrapped else content_type,
             )
         finally:
             resp.close()
@@ -324,6 +336,81 @@ class AdvocateClient:
             raw_state=raw,
             result_urls=[self.download_url(upstream_id)] if state is UpstreamState.READY else [],
             created_at=_iso(data.get("dateCreated")),
+        )
+
+
+class _Pieces:
+    """The sink of the wrapped workbook: its bytes, taken by the generator as they inflate."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def unwrap_workbook(chunks: Iterator[bytes], announced: int | None) -> tuple[Iterator[bytes], bool]:
+    """``chunks`` as they are, or, when they are a zip whose first entry is a ``.xlsx`` file, that
+    entry's bytes as they inflate (and True). The wrapper must be whole: its length as announced, the
+    entry complete with its CRC-32, else DownloadIncompleteError when the stream ends."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        name = _first_entry_name(head)
+        if name is not None or len(head) >= 64 * 1024:
+            break
+    name = _first_entry_name(head)
+    if name is None or not name.lower().endswith(".xlsx"):
+        return _chained(head, chunks), False
+    return _unwrapped(head, chunks, announced), True
+
+
+def _first_entry_name(head: bytes) -> str | None:
+    """The name in the zip local file header ``head`` starts with; "" when it is no zip; None when
+    more bytes are needed."""
+    if len(head) < 4:
+        return None
+    if not head.startswith(b"PK\x03\x04"):
+        return ""
+    if len(head) < 30:
+        return None
+    flags, name_len = struct.unpack_from("<H", head, 6)[0], struct.unpack_from("<H", head, 26)[0]
+    if len(head) < 30 + name_len:
+        return None
+    return head[30 : 30 + name_len].decode("utf-8" if flags & 0x800 else "cp437", "replace")
+
+
+def _chained(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if head:
+        yield head
+    yield from rest
+
+
+def _unwrapped(head: bytes, rest: Iterator[bytes], announced: int | None) -> Iterator[bytes]:
+    sink = _Pieces()
+    taken: list[str] = []
+
+    def sink_for(name: str) -> _Pieces | None:
+        taken.append(name)
+        return sink if len(taken) == 1 else None
+
+    walker = ZipStreamWalker(sink_for)
+    received = 0
+    for chunk in _chained(head, rest):
+        received += len(chunk)
+        walker.feed(chunk)
+        yield from sink.pieces
+        sink.pieces.clear()
+    if walker.damage is not None or walker.unreadable is not None:
+        raise DownloadIncompleteError(f"zipped workbook: {walker.damage or walker.unreadable}")
+    if not sink.closed or (announced is not None and received != announced):
+        raise DownloadIncompleteError(
+            f"zipped workbook ended after {received} of {announced or 'an unknown number of'} bytes, "
+            "inside its workbook"
         )
 
 
