@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from exportpipe.errors import InvalidDefinitionError
+from exportpipe.http import host_allowed
 from exportpipe.models.definition import Window, parse_definition
 from exportpipe.models.job import CommitIntent
 from exportpipe.sources.advocate import POLL, SPEC
@@ -65,6 +66,8 @@ def test_the_source_is_registered_with_its_own_poll_policy_hosts_and_recovery() 
     assert SOURCES["advocate"] is SPEC and SPEC.definition is AdvocateDefinition
     assert SPEC.recovery is Recovery.RECREATE and SPEC.poll is POLL and SPEC.webhook is None
     assert SPEC.allowed_hosts == ("*.storage.googleapis.com",)  # the reference's signed-URL host
+    assert host_allowed("storage.googleapis.com", SPEC.allowed_hosts)
+    assert not host_allowed("storage.googleapis.com.evil.example", SPEC.allowed_hosts)
     assert SPEC.connection_setting == "ADVOCATE_SECRET_ARN"
 
 
