@@ -32,7 +32,7 @@ from exportpipe.services.common import (
     wait_out_rate_limit,
 )
 from exportpipe.services.delivery import discard, finish_if_committed
-from exportpipe.services.start_export import create_upstream
+from exportpipe.services.start_export import RunningWorkflow, create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
 
 
@@ -51,6 +51,9 @@ class CheckStatusEvent(BaseModel):
     job_id: str = Field(min_length=1)
     attempt: int = Field(default=0, ge=0)
     error: WorkflowError | None = None
+    # The execution this task runs in (``$$.Execution.Id``); absent from executions started on an
+    # earlier definition.
+    execution_arn: str | None = None
 
 
 def check_status(event: Any, deps: Deps) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     job = deps.store.get(request.job_id)
     attempt = request.attempt + 1
     if job.status is JobStatus.REQUESTED:
-        return _create_when_due(deps, job, request.attempt)
+        return _create_when_due(deps, job, request.attempt, RunningWorkflow(request.execution_arn))
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
         return answer(deps, job, request.attempt)
@@ -149,10 +152,10 @@ def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> dict[str, Any]:
     return answer(deps, job, attempt)
 
 
-def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, Any]:
+def _create_when_due(deps: Deps, job: Job, request_attempt: int, running: RunningWorkflow) -> dict[str, Any]:
     """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
     create it and go on polling; until then wait, without counting an attempt (the refusals are
-    counted, and bounded, by :func:`create_upstream`)."""
+    counted, and bounded, by :func:`create_upstream`). No workflow is started: this is the job's."""
     settings = deps.settings
     if past_deadline(deps, job):
         return _give_up_waiting(deps, job, request_attempt + 1)
@@ -160,10 +163,10 @@ def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> dict[str, An
     if claimed is None:  # not due yet (or a schedule tick is creating it right now)
         due = (deps.store.claimable_at(job) - deps.clock()).total_seconds()
         return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), settings.poll_max_seconds))
-    result = create_upstream(deps, claimed, parse_definition(claimed.definition))
+    result = create_upstream(deps, claimed, parse_definition(claimed.definition), running=running)
     job = deps.store.get(job.job_id)
     if result["status"] == JobStatus.REQUESTED.value:
-        return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
+        return _create_when_due(deps, job, request_attempt, running)  # deferred again: wait for the new time
     return answer(deps, job, 0, settings.poll_base_seconds)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -225,8 +226,20 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> d
     return {"status": "SKIPPED", "reason": f"job {active.job_id} is in flight", "job_id": active.job_id}
 
 
-def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[str, Any]:
-    """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow.
+@dataclass(frozen=True)
+class RunningWorkflow:
+    """The poll workflow execution a caller runs in (check_status): the export is created in it, and
+    no workflow is started. ``execution_arn``, when the task input gives it, is recorded on a job that
+    has none yet; None for an execution started on an earlier definition (which did not pass it)."""
+
+    execution_arn: str | None = None
+
+
+def create_upstream(
+    deps: Deps, job: Job, definition: DefinitionBase, *, running: RunningWorkflow | None = None
+) -> dict[str, Any]:
+    """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow
+    (unless the caller runs in it: ``running``).
 
     Refused for now (a rate limit, an outage), the job stays REQUESTED, deferred until the
     upstream's wait is over, and its workflow is started anyway: the workflow tries again when the
@@ -239,7 +252,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[st
         finally:
             client.close()
     except UpstreamUnavailableError as exc:
-        return _defer(deps, job, exc)
+        return _defer(deps, job, exc, running)
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"creating the upstream export failed: {exc}"
@@ -264,7 +277,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[st
         current = deps.store.get(job.job_id)
         return {"job_id": job.job_id, "status": current.status.value, "reason": current.reason}
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
-    execution_arn = _attach_workflow(deps, job, IN_WORKFLOW)
+    execution_arn = _attach_workflow(deps, job, IN_WORKFLOW, running)
     return {
         "job_id": job.job_id,
         "status": JobStatus.EXPORTING.value,
@@ -274,15 +287,25 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> dict[st
     }
 
 
-def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> str:
-    """Start the job's workflow (named after the job; one that runs already is fine) and record it."""
-    execution_arn = start_workflow(deps, job, job.job_id)
+def _attach_workflow(
+    deps: Deps, job: Job, statuses: Collection[JobStatus], running: RunningWorkflow | None
+) -> str | None:
+    """Start the job's workflow (named after the job; one that runs already is fine) and record it;
+    inside a workflow (``running``), record that one on a job that has none yet, start nothing."""
+    if running is None:
+        execution_arn = start_workflow(deps, job, job.job_id)
+    elif job.execution_arn or not running.execution_arn:
+        return job.execution_arn or running.execution_arn  # nothing to record
+    else:
+        execution_arn = running.execution_arn
     with contextlib.suppress(TransitionError):  # the workflow may already have moved the job on
         deps.store.update(job.job_id, statuses, {"execution_arn": execution_arn})
     return execution_arn
 
 
-def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any]:
+def _defer(
+    deps: Deps, job: Job, exc: UpstreamUnavailableError, running: RunningWorkflow | None
+) -> dict[str, Any]:
     """Refused for now (a rate limit, an outage): keep the job and its lease, and let it be resumed
     — by its workflow, a tick or a re-delivery — not before the wait :func:`refusal_wait` gives is
     over; too many refusals in a row end the job FAILED with the reason."""
@@ -300,5 +323,5 @@ def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> dict[str, Any
         job.job_id, deps.clock() + timedelta(seconds=wait), {"reason": reason, "rate_limited": refusals}
     )
     logger.warning("upstream export not created yet; will resume", reason=reason, wait_seconds=wait)
-    _attach_workflow(deps, job, {JobStatus.REQUESTED})
+    _attach_workflow(deps, job, {JobStatus.REQUESTED}, running)
     return {"job_id": job.job_id, "status": JobStatus.REQUESTED.value, "reason": reason}
