@@ -9,6 +9,7 @@ from typing import Any
 
 from exportpipe.adapters.aws import AwsClients, aws_clients
 from exportpipe.adapters.events import EventPublisher
+from exportpipe.adapters.lifecycle import StartExportFunction
 from exportpipe.adapters.store import JobStore
 from exportpipe.config import Settings, load_settings
 from exportpipe.sources.base import SourceClient
@@ -30,6 +31,8 @@ class Deps:
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
     remaining_seconds: Callable[[], float] | None = None
+    # start_export, for tasks of executions on an earlier workflow definition (services.delivery)
+    lifecycle: StartExportFunction | None = None
 
 
 def build_deps(
@@ -50,4 +53,5 @@ def build_deps(
         publisher=EventPublisher(clients.events, settings.event_bus),
         client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,
+        lifecycle=StartExportFunction(clients.lambda_, settings.start_export_function),
     )

@@ -169,3 +169,8 @@ class Job(BaseModel):
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)
     event_sent: bool = False
+
+    @property
+    def has_next_window(self) -> bool:
+        """A backfill's window that stopped short of its ``until``: its delivery starts the next one."""
+        return self.until is not None and self.window.end < self.until and self.moves_watermark

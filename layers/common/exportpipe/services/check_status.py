@@ -31,7 +31,7 @@ from exportpipe.services.common import (
     recreate_upstream,
     wait_out_rate_limit,
 )
-from exportpipe.services.delivery import discard, finish_if_committed
+from exportpipe.services.delivery import discard, finish_if_committed, hand_over_next_window
 from exportpipe.services.start_export import RunningWorkflow, create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
 
@@ -54,10 +54,20 @@ class CheckStatusEvent(BaseModel):
     # The execution this task runs in (``$$.Execution.Id``); absent from executions started on an
     # earlier definition.
     execution_arn: str | None = None
+    # Sent by the workflow's current definition, whose Delivered state starts a backfill's next
+    # window; without it (an earlier definition) a delivery hands that to start_export itself.
+    workflow_starts_next_window: bool = False
 
 
 def check_status(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CheckStatusEvent, event)
+    result = _check(deps, request)
+    if not request.workflow_starts_next_window:
+        hand_over_next_window(deps, result)
+    return result
+
+
+def _check(deps: Deps, request: CheckStatusEvent) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id)
     if request.error is not None:
         return _record_workflow_failure(deps, request.job_id, request.error, request.attempt)

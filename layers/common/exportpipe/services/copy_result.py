@@ -51,6 +51,7 @@ from exportpipe.services.delivery import (
     discard,
     finish_if_committed,
     folder_of,
+    hand_over_next_window,
 )
 from exportpipe.sources.base import SourceClient, UpstreamState
 
@@ -66,10 +67,20 @@ class CopyResultEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     job_id: str = Field(min_length=1)
+    # Sent by the workflow's current definition, whose Delivered state starts a backfill's next
+    # window; without it (an earlier definition) a delivery hands that to start_export itself.
+    workflow_starts_next_window: bool = False
 
 
 def copy_result(event: Any, deps: Deps) -> dict[str, Any]:
     request = parse_event(CopyResultEvent, event)
+    result = _copy_job(deps, request)
+    if not request.workflow_starts_next_window:
+        hand_over_next_window(deps, result)
+    return result
+
+
+def _copy_job(deps: Deps, request: CopyResultEvent) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
     done = finish_if_committed(deps, job)  # a retry after the delivery was decided

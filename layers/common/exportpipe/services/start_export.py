@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from exportpipe.adapters.store import upstream_ref
 from exportpipe.errors import (
@@ -74,6 +74,15 @@ class StartExportEvent(BaseModel):
         return self
 
 
+class ContinueEvent(BaseModel):
+    """What follows a delivery: the poll workflow's Delivered state (or, for an execution started on
+    an earlier definition, its check_status / copy_result) names the delivered job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    continue_after: str = Field(min_length=1)
+
+
 def plan_window(definition: DefinitionBase, watermark: datetime | None, until: datetime) -> Window | None:
     """[watermark or definition.start, until) rounded down to the minute, at most ``max_window`` long."""
     end = until.replace(second=0, microsecond=0)
@@ -112,6 +121,22 @@ def start_export(event: Any, deps: Deps) -> dict[str, Any]:
             "operator retry: the definition's failed attempts are forgotten", definition=definition.name
         )
     return _plan_and_start(deps, definition, until, request.window)
+
+
+def continue_backfill(event: Any, deps: Deps) -> dict[str, Any]:
+    """After a delivery: if the job was a backfill's window that stopped short of its ``until``, start
+    the definition's next window (:func:`start_next_window`). Idempotent: a repeat finds the next job
+    started (or, once it is delivered too, plans the one after it, as a tick would)."""
+    request = parse_event(ContinueEvent, event)
+    job = deps.store.get(request.continue_after)
+    logger.append_keys(after_job=job.job_id, definition=job.definition_name)
+    if job.status is not JobStatus.DELIVERED:
+        return {"status": "NOT_DELIVERED", "after": job.job_id, "job_status": job.status.value}
+    if not job.has_next_window or job.until is None:
+        return {"status": "NO_NEXT_WINDOW", "after": job.job_id}
+    result = start_next_window(deps, parse_definition(job.definition), job.until)
+    logger.info("next window", next_job=result.get("job_id"), status=result.get("status"))
+    return {**result, "after": job.job_id}
 
 
 def start_next_window(deps: Deps, definition: DefinitionBase, until: datetime) -> dict[str, Any]:
