@@ -142,3 +142,11 @@ class EventBus(Protocol):
 
     def failed(self, job: Job) -> dict[str, Any]:
         """Publish ``Export Failed``."""
+
+
+class Lifecycle(Protocol):
+    """The job lifecycle function (start_export), asked to go on after a delivery
+    (``adapters.lifecycle``; only executions started on an earlier workflow definition need it)."""
+
+    def continue_after(self, job_id: str) -> None:
+        """Ask, asynchronously, for the next window of a backfill after the delivered ``job_id``."""

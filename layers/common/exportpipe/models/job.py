@@ -185,6 +185,11 @@ class Job(BaseModel):
         name = self.definition.get("connection")
         return Connection.of(self.source, name if isinstance(name, str) else None)
 
+    @property
+    def has_next_window(self) -> bool:
+        """A backfill's window that stopped short of its ``until``: its delivery starts the next one."""
+        return self.until is not None and self.window.end < self.until and self.moves_watermark
+
 
 # A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.
 STALE_CLAIM = timedelta(minutes=16)

@@ -52,6 +52,7 @@ from exportpipe.services.delivery import (
     discard,
     finish_if_committed,
     folder_of,
+    hand_over_next_window,
 )
 from exportpipe.sources.base import SourceClient, UpstreamState
 
@@ -65,6 +66,13 @@ DEFAULT_COPY_SECONDS = 900
 
 def copy_result(event: Any, deps: Deps) -> TaskAnswer:
     request = parse_event(CopyResultEvent, event)
+    result = _copy_job(deps, request)
+    if not request.workflow_starts_next_window:
+        hand_over_next_window(deps, result)
+    return result
+
+
+def _copy_job(deps: Deps, request: CopyResultEvent) -> TaskAnswer:
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
     done = finish_if_committed(deps, job)  # a retry after the delivery was decided
