@@ -208,6 +208,12 @@ def test_a_copy_past_its_deadline_fails_and_leaves_nothing(world: World) -> None
 def test_a_copy_aborts_the_upload_a_dead_copy_left_open(world: World) -> None:
     job_id = world.ready(CSV_1)
     world.bucket.open_upload(f"{world.folder(job_id)}/part-00001.csv")
+    world.client.serve(world.job(job_id).result_urls[0], CSV_1[:5], content_length=len(CSV_1))
+    assert world.copy(job_id)["status"] == "COPYING"  # even a copy that is interrupted itself
+    assert world.bucket.open_uploads() == []
+    world.bucket.open_upload(f"{world.folder(job_id)}/part-00001.csv")
+    world.client.serve(world.job(job_id).result_urls[0], CSV_1)
+    world.clock.advance(30)
     assert world.copy(job_id)["status"] == "DELIVERED" and world.bucket.open_uploads() == []
 
 

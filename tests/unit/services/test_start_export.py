@@ -93,6 +93,17 @@ def test_a_lease_held_by_a_job_that_ended_is_freed_and_its_window_tried_again(wo
     assert job.window.start == START and world.store.failed_attempts("stub-things", START) == 1
 
 
+def test_a_redelivered_event_of_a_window_whose_job_ended_tries_the_window_again(world: World) -> None:
+    event = {"scheduled_time": NOW.isoformat()}
+    first = world.start(**event)["job_id"]
+    world.store.fail("settle", RuntimeError("throttled"))  # the end is recorded, the rest is not
+    with pytest.raises(RuntimeError):
+        world.record_failure(first, "States.Timeout")
+    out = world.start(**event)  # the same window: its first attempt's job exists, and ended
+    assert out["status"] == "EXPORTING" and world.job(out["job_id"]).attempt == 2
+    assert world.store.failed_attempts("stub-things", START) == 1
+
+
 def test_a_lease_whose_job_record_expired_is_freed(world: World) -> None:
     first = world.started()
     world.store.expire(first)
