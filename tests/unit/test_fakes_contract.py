@@ -1,6 +1,7 @@
 """The fakes keep the ports' contracts: each test runs against the AWS adapter (on moto, in process)
-and against its in-memory fake, with the same expectations. This is what keeps the fakes honest: a
-unit test of a service that passes against a fake would pass against DynamoDB and S3."""
+and against its in-memory fake, with the same expectations (the job store, the results bucket, the
+workflow; the event bus fake publishes through the real EventPublisher). This is what keeps the
+fakes honest: a unit test of a service that passes against a fake would pass against AWS."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ from typing import Any
 import boto3
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
-from exportpipe_dev.fakes import FakeClock, InMemoryBucket, InMemoryJobStore
+from exportpipe_dev.fakes import FakeClock, InMemoryBucket, InMemoryJobStore, RecordingWorkflow
 from exportpipe_dev.local.template import Template
 from moto import mock_aws
 
 from exportpipe.adapters.bucket import S3ResultsBucket
 from exportpipe.adapters.store import DynamoJobStore
+from exportpipe.adapters.workflow import StepFunctionsWorkflow
 from exportpipe.errors import DownloadIncompleteError, JobNotFoundError, TransitionError
 from exportpipe.models.definition import Window
 from exportpipe.models.job import STALE_CLAIM, TRANSITIONS, Job, JobStatus, Transition, job_id_for
-from exportpipe.ports import JobStore, ResultsBucket
+from exportpipe.ports import JobStore, ResultsBucket, Workflow
 from tests.conftest import ROOT
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
@@ -579,3 +581,50 @@ def test_a_multipart_upload_lands_whole_or_is_aborted(bucket: ResultsBucket) -> 
             part_size=5 * MIB,
         )
     assert bucket.read("job/cut.csv") is None and bucket.abort_uploads("") == 0
+
+
+# ---- workflow ------------------------------------------------------------------------------------
+
+
+class Flows:
+    """A workflow, and a way to end one of its executions from outside (aborted, timed out)."""
+
+    def __init__(self, workflow: Workflow, stop: Callable[[str], object]) -> None:
+        self.workflow = workflow
+        self.stop = stop
+
+
+def _sfn() -> Iterator[Flows]:
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    definition = '{"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 3600, "End": true}}}'
+    arn = client.create_state_machine(
+        name=f"export-poll-{next(_names)}",
+        definition=definition,
+        roleArn="arn:aws:iam::123456789012:role/export-poll",
+    )["stateMachineArn"]
+    yield Flows(
+        StepFunctionsWorkflow(client, arn), lambda execution: client.stop_execution(executionArn=execution)
+    )
+
+
+def _recording() -> Iterator[Flows]:
+    workflow = RecordingWorkflow()
+    yield Flows(workflow, workflow.stop)
+
+
+@pytest.fixture(params=["stepfunctions", "memory"])
+def flows(request: pytest.FixtureRequest, aws: None) -> Iterator[Flows]:
+    yield from (_sfn if request.param == "stepfunctions" else _recording)()
+
+
+def test_an_execution_is_started_once_per_name(flows: Flows) -> None:
+    workflow = flows.workflow
+    first = workflow.start("job-1", "job-1")
+    assert workflow.start("job-1", "job-1") == first
+    assert workflow.running(first) is True
+    other = workflow.start("job-1-r1", "job-1")
+    assert other != first and workflow.running(other) is True
+    flows.stop(first)
+    assert workflow.running(first) is False and workflow.running(other) is True
+    assert workflow.start("job-1", "job-1") == first and workflow.running(first) is False  # not again
+    assert workflow.running(first.replace("job-1", "job-9")) is None
