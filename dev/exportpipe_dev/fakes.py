@@ -16,10 +16,10 @@ network, no threads of their own, a clock the test moves.
 - :func:`fake_deps`: a :class:`~exportpipe.runtime.Deps` of fakes.
 
 Every fake can be told to fail: ``fake.fail("operation", error)`` makes its next call of that
-operation raise ``error`` (``after=True``: once the call has done its work, like a process that dies
-before it hears the answer). A :class:`CrashError` is a ``BaseException``: an invocation that dies there (a
-Lambda timeout), which no ``except Exception`` of the services catches, and which leaves a multipart
-upload open as a killed process does.
+operation (a method of the port) raise ``error``; with ``after=True``, once the call has done its
+work, like a process that dies before it hears the answer. A :class:`CrashError` is a
+``BaseException``: the invocation dies there (a Lambda timeout), no ``except Exception`` of the
+services catches it, and a multipart upload it interrupts stays open, as a killed process leaves it.
 """
 
 from __future__ import annotations
@@ -68,14 +68,21 @@ from exportpipe.sources.base import (
 
 __all__ = [
     "CrashError",
+    "Execution",
     "FakeClock",
+    "FakeExport",
+    "FakeFile",
     "FakeSourceClient",
     "InMemoryBucket",
     "InMemoryJobStore",
+    "NoSuchUploadError",
+    "RecordedEvent",
     "RecordingEventBus",
     "RecordingWorkflow",
+    "StoredObject",
     "StubDefinition",
     "fake_deps",
+    "fake_settings",
     "registered",
     "stub_definition",
     "stub_spec",
@@ -112,16 +119,6 @@ class Faults:
             queue = (self._after if after else self._before).get(operation)
             return queue.pop(0) if queue else None
 
-    def pending(self) -> dict[str, int]:
-        """Planted failures not raised yet, by operation (a test may check they all fired)."""
-        with self._lock:
-            counts: dict[str, int] = {}
-            for table in (self._before, self._after):
-                for op, queue in table.items():
-                    if queue:
-                        counts[op] = counts.get(op, 0) + len(queue)
-            return counts
-
 
 class _CanFail:
     faults: Faults
@@ -129,6 +126,8 @@ class _CanFail:
     def fail(self, operation: str, *errors: BaseException, after: bool = False) -> None:
         """The next calls of ``operation`` (a method name) raise ``errors``, one each: before they do
         anything, or with ``after`` once they have done their work."""
+        if not callable(getattr(self, operation, None)):
+            raise AttributeError(f"{type(self).__name__} has no operation {operation!r}")
         self.faults.plant(operation, errors, after=after)
 
 
@@ -248,12 +247,11 @@ class InMemoryJobStore(_CanFail):
 
     @_faulty
     def find(self, job_id: str) -> Job | None:
-        with self._lock:
-            item = self._items.get(f"JOB#{job_id}")
-            return _job(item) if item is not None else None
+        return self._find(job_id)
 
+    @_faulty
     def get(self, job_id: str) -> Job:
-        job = self.find(job_id)
+        job = self._find(job_id)
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r}")
         return job
@@ -264,16 +262,16 @@ class InMemoryJobStore(_CanFail):
         with self._lock:
             for item in self._items.values():
                 if item.get("upstream_ref") == ref:
-                    return self.get(str(item["job_id"]))
+                    return self._find(str(item["job_id"]))
         return None
 
     @_faulty
     def definition_state(self, name: str) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._items.get(f"DEF#{name}", {}))
+        return self._state(name)
 
+    @_faulty
     def watermark(self, name: str) -> datetime | None:
-        value = self.definition_state(name).get("watermark")
+        value = self._state(name).get("watermark")
         return datetime.fromisoformat(str(value)) if value else None
 
     # ---- writes ------------------------------------------------------------------------------
@@ -317,9 +315,13 @@ class InMemoryJobStore(_CanFail):
             item["claimed_at"] = now.isoformat()
             return _job(item)
 
+    @_faulty
     def defer(self, job_id: str, not_before: datetime, updates: Mapping[str, Any]) -> Job:
         claimed_at = not_before - STALE_CLAIM
-        return self.update(job_id, JobStatus.REQUESTED, {**updates, "claimed_at": claimed_at.isoformat()})
+        sets = {"updated_at": self._now().isoformat(), **updates, "claimed_at": claimed_at.isoformat()}
+        return self._update(
+            job_id, sets, statuses=[JobStatus.REQUESTED], history=None, target=JobStatus.REQUESTED
+        )
 
     @_faulty
     def claimable_at(self, job: Job) -> datetime:
@@ -414,8 +416,9 @@ class InMemoryJobStore(_CanFail):
             state.pop("failed_start", None)
             state.pop("failed_attempts", None)
 
+    @_faulty
     def failed_attempts(self, name: str, start: datetime) -> int:
-        state = self.definition_state(name)
+        state = self._state(name)
         return int(state.get("failed_attempts", 0)) if state.get("failed_start") == start.isoformat() else 0
 
     @_faulty
@@ -448,6 +451,15 @@ class InMemoryJobStore(_CanFail):
             self._release(definition_name, job_id)
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _find(self, job_id: str) -> Job | None:
+        with self._lock:
+            item = self._items.get(f"JOB#{job_id}")
+            return _job(item) if item is not None else None
+
+    def _state(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._items.get(f"DEF#{name}", {}))
 
     def _release(self, definition_name: str, job_id: str) -> None:
         state = self._items.get(f"DEF#{definition_name}")
@@ -781,7 +793,7 @@ class FakeSourceClient(_CanFail):
     longer READY is refused (UpstreamError 404), as an expired or canceled export's is. ``calls``
     lists every call as (operation, argument), failed ones included; one client serves every
     ``client_for`` (``closed`` counts its closes). Planted failures (:meth:`fail`) are raised when the
-    call is made, before it does anything.
+    call is made, before it does anything. ``created_at`` of an export is ``clock``'s time, if given.
     """
 
     def __init__(
@@ -792,8 +804,10 @@ class FakeSourceClient(_CanFail):
         file_format: str = "csv",
         content_type: str = "text/csv",
         timezone: str | None = "UTC",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.source = source
+        self.clock = clock
         self.file_extension = file_extension
         self.file_format = file_format
         self.content_type = content_type
@@ -856,7 +870,8 @@ class FakeSourceClient(_CanFail):
     def create_export(self, definition: DefinitionBase, window: Window) -> UpstreamExport:
         self._call("create_export", f"{window.start.isoformat()}/{window.end.isoformat()}")
         upstream_id = f"{self.source}-{next(self._ids)}"
-        self.exports[upstream_id] = FakeExport(upstream_id, window, created_at=START.isoformat())
+        created = self.clock().isoformat() if self.clock is not None else None
+        self.exports[upstream_id] = FakeExport(upstream_id, window, created_at=created)
         return self.exports[upstream_id].snapshot()
 
     def get_export(self, upstream_id: str) -> UpstreamExport:

@@ -131,7 +131,7 @@ CSV_3 = b"id,name\n4,dee\n5,eve\n6,fay\n"
 @pytest.fixture
 def world() -> Iterator[World]:
     clock = FakeClock()
-    client = FakeSourceClient()
+    client = FakeSourceClient(clock=clock)
     store = InMemoryJobStore(clock=clock)
     bucket = InMemoryBucket()
     workflow = RecordingWorkflow()
