@@ -70,6 +70,7 @@ def _run_local() -> int:
             "functions": {k: v.name for k, v in stack.functions.items()},
             "schedules": sorted(stack.schedules),
             "sandboxes": {name: stack.sandbox_url(name) for name in stack.sandboxes},
+            "connection_secret_prefix": stack.connection_secret_prefix,
         }
         print(json.dumps(info), flush=True)  # one line, like the sandboxes' handshake
         print("local stack running; Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -19,7 +19,8 @@ from exportpipe.adapters.aws import aws_clients
 from exportpipe.observability import logger, metrics, tracer
 from exportpipe.runtime import build_deps
 from exportpipe.services.receive_webhook import receive_completion
-from exportpipe.webhooks import RECEIVERS, MalformedWebhookError, WebhookTooLargeError, request_body
+from exportpipe.sources.registry import webhook_for
+from exportpipe.webhooks import MalformedWebhookError, WebhookTooLargeError, request_body
 
 RETRY_AFTER_SECONDS = 60
 # The sender waits for the answer: a job store that hangs must end in our 503 well inside the
@@ -40,7 +41,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 @app.post("/webhooks/<source>")
 def receive(source: str) -> Response[Any]:
-    factory = RECEIVERS.get(source)
+    factory = webhook_for(source)
     if factory is None:
         return _json(404, {"message": f"no webhook receiver for source {source!r}"})
     event = app.current_event

@@ -1,5 +1,6 @@
-"""Upgrades are safe: job records written before copies owned jobs and deliveries were decided on the
-job (no ``copy_owner``, ``copy_owner_until`` or ``commit``), and the task shapes executions started on
+"""Upgrades are safe: job records written before copies owned jobs, deliveries were decided on the
+job and jobs named their connection (no ``copy_owner``, ``copy_owner_until``, ``commit`` or
+``connection``), and the task shapes executions started on
 the earlier state machine send (``{"job_id", "attempt"}``, reading ``max_attempts``), are finished by
 today's code."""
 
@@ -21,7 +22,7 @@ from functions.start_export.app import lambda_handler as start_export
 from tests.conftest import ground_truth, load_event
 
 Ctx = Callable[[str], Any]
-NEW_ATTRIBUTES = ("copy_owner", "copy_owner_until", "commit")
+NEW_ATTRIBUTES = ("copy_owner", "copy_owner_until", "commit", "connection")
 
 
 def _as_written_before(stack: LocalStack, job_id: str) -> None:

@@ -5,13 +5,15 @@ made over HTTP; with crafted API Gateway proxy events where API Gateway itself w
 (a body flagged base64 that is not base64, a text body that is not UTF-8).
 
 The stand-in signs like a real source would (HMAC-SHA256 over the exact bytes received) and parses
-its body with the shared :func:`~exportpipe.webhooks.parse_json_body`.
+its body with the shared :func:`~exportpipe.webhooks.parse_json_body`; it is registered as a source's
+spec (``SourceSpec.webhook``) in the registry for each test, and taken out after.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -21,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 import requests
@@ -30,12 +32,13 @@ from exportpipe_dev.local import LocalStack
 
 from exportpipe.adapters.aws import BOTO_CONFIG, aws_clients, reset_aws_clients
 from exportpipe.adapters.store import DynamoJobStore, upstream_ref
-from exportpipe.models.definition import Window
+from exportpipe.models.definition import DefinitionBase, Window
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.runtime import Deps
+from exportpipe.sources import registry
+from exportpipe.sources.base import ClientContext, SourceClient, SourceSpec
 from exportpipe.webhooks import (
     MAX_BODY_BYTES,
-    RECEIVERS,
     Completion,
     MalformedWebhookError,
     parse_json_body,
@@ -78,11 +81,32 @@ class StandInReceiver:
             raise MalformedWebhookError(f"not an export.completed event: {exc!r}") from exc
 
 
+class StandInDefinition(DefinitionBase):
+    source: Literal["advocate"]
+    longest_window: ClassVar[timedelta] = timedelta(days=1)
+
+
+def no_client(context: ClientContext) -> SourceClient[Any]:
+    raise AssertionError("the webhook route builds no upstream client")
+
+
+STAND_IN = SourceSpec(
+    source="advocate",
+    definition=StandInDefinition,
+    make_client=no_client,
+    connection_setting="STANDIN_SECRET_ARN",
+    webhook=StandInReceiver,
+)
+
+
 @pytest.fixture(autouse=True)
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setitem(RECEIVERS, "advocate", StandInReceiver)
+    monkeypatch.setitem(registry.SOURCES, "advocate", STAND_IN)
+    registry.definition_adapter.cache_clear()
     StandInReceiver.built_with.clear()
     yield
+    monkeypatch.undo()
+    registry.definition_adapter.cache_clear()
 
 
 def completion_body(upstream_id: str, **extra: Any) -> bytes:
@@ -181,8 +205,10 @@ def test_a_binary_body_reaches_the_receiver_byte_for_byte(stack: LocalStack) -> 
     assert resp.json() == {"message": "body is not UTF-8: invalid start byte at byte 30"}
 
 
-def test_a_source_without_a_receiver_still_answers_404(stack: LocalStack, context: Ctx) -> None:
-    RECEIVERS.pop("advocate")
+def test_a_source_without_a_receiver_still_answers_404(
+    stack: LocalStack, context: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.SOURCES, "advocate", dataclasses.replace(STAND_IN, webhook=None))
     resp = requests.post(f"{stack.webhook_url}/webhooks/advocate", json={}, timeout=30)
     assert (resp.status_code, resp.json()) == (404, {"message": "no webhook receiver for source 'advocate'"})
     crafted = webhook(proxy_event("{}", base64_encoded=False, source="other"), context("WebhookFunction"))
@@ -317,7 +343,7 @@ def test_a_receiver_that_fails_answers_503(stack: LocalStack, monkeypatch: pytes
         def verify(self, headers: Mapping[str, str], body: bytes) -> Completion | None:
             raise RuntimeError("a bug in the receiver")
 
-    monkeypatch.setitem(RECEIVERS, "advocate", Broken)
+    monkeypatch.setitem(registry.SOURCES, "advocate", dataclasses.replace(STAND_IN, webhook=Broken))
     resp = post(stack, completion_body("adv-broken"))
     assert (resp.status_code, resp.headers["Retry-After"]) == (503, "60")
 

@@ -608,3 +608,49 @@ def test_checkov_suppressions_each_say_why(template: Template) -> None:
             assert set(skip) == {"id", "comment"}, logical_id
             assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), logical_id
             assert len(skip["comment"]) > 30, f"{logical_id} {skip['id']}: say why it does not apply"
+
+
+CONNECTION_SECRETS = (
+    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ConnectionSecretPrefix}*"
+)
+
+
+def test_functions_that_call_upstreams_may_read_every_connections_secret_and_no_other(
+    template: Template,
+) -> None:
+    """A job runs with its definition's connection: the source's default secret (its parameter), or a
+    named one under ConnectionSecretPrefix. Every grant of GetSecretValue names exactly those."""
+    from exportpipe.sources.registry import SOURCES
+
+    env = template.body["Globals"]["Function"]["Environment"]["Variables"]
+    defaults = [env[spec.connection_setting] for spec in SOURCES.values()]  # {"Ref": "PardotSecretArn"}
+    expected = [*defaults, {"Fn::Sub": CONNECTION_SECRETS}]
+    readers = set()
+    for logical_id in template.of_type("AWS::Serverless::Function"):
+        statements, _ = _policies(template, template.function_properties(logical_id))
+        for statement in statements:
+            if "secretsmanager:GetSecretValue" in _as_list(statement["Action"]):
+                assert _as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], logical_id
+                resources = _as_list(statement["Resource"])
+                assert sorted(map(json.dumps, resources)) == sorted(map(json.dumps, expected)), logical_id
+                readers.add(logical_id)
+    assert {"StartExportFunction", "CheckStatusFunction", "CopyResultFunction"} <= readers
+
+
+def test_the_connection_prefix_parameter_and_setting_accept_the_same_prefixes(template: Template) -> None:
+    import annotated_types as at
+
+    from exportpipe.config import CONNECTION_PREFIX_PATTERN
+
+    spec = template.parameters["ConnectionSecretPrefix"]
+    field = Settings.model_fields["connection_secret_prefix"]
+    assert spec["AllowedPattern"] == CONNECTION_PREFIX_PATTERN
+    assert [m.max_length for m in field.metadata if isinstance(m, at.MaxLen)] == [spec["MaxLength"]]
+    assert template.body["Globals"]["Function"]["Environment"]["Variables"]["CONNECTION_SECRET_PREFIX"] == {
+        "Ref": "ConnectionSecretPrefix"
+    }
+    # the grant covers "<prefix>*": a prefix always ends a path segment, so it never reaches a secret
+    # whose name merely starts like it ("exportpipe" would reach "exportpipe-prod-db")
+    assert re.fullmatch(CONNECTION_PREFIX_PATTERN.strip("^$"), spec["Default"])
+    for wide in ("", "*", "exportpipe", "exportpipe*/"):
+        assert not re.fullmatch(spec["AllowedPattern"].strip("^$"), wide)

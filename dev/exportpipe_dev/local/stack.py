@@ -6,7 +6,11 @@
   or :meth:`LocalStack.set_function_timeout` gives a function a shorter one for a test);
 - the template's buckets, tables, queues, event buses, functions, state machines and schedules created in it,
   with each function's environment (Globals merged, Refs resolved to the local resources);
-- the source sandboxes, and a Secrets Manager secret per source holding the sandbox's credentials;
+- the source sandboxes, and a Secrets Manager secret per source holding the sandbox's credentials
+  (its default connection); ``connections={"pardot/emea": PardotSandbox(...)}`` adds named
+  connections, each a secret ``<stack name>/<source>/<name>`` (the local ``ConnectionSecretPrefix``)
+  holding its own sandbox's credentials (a sandbox of its own: a second account; the source's
+  sandbox itself: the same credentials under another name);
 - the API Gateway front door for the template's ``Api`` events;
 - a consumer queue subscribed to the export event bus, so tests and the demo see what consumers see.
 
@@ -39,6 +43,7 @@ from moto.server import ThreadedMotoServer
 
 from exportpipe.adapters.aws import reset_aws_clients
 from exportpipe.adapters.secrets import clear_secret_cache
+from exportpipe.models.connection import Connection
 from exportpipe_dev.local.bridge import FunctionSpec, LambdaBridge
 from exportpipe_dev.local.frontdoor import FrontDoor, Route
 from exportpipe_dev.local.template import Resolver, Template, TemplateError, substitute_definition
@@ -163,11 +168,20 @@ class LocalStack:
         log_level: str | None = None,
         execute_workflows: bool = True,
         function_timeouts: Mapping[str, int] | None = None,
+        connections: Mapping[str, Sandbox] | None = None,
     ) -> None:
         self.template = Template.load(template if template is not None else find_template())
         self.stack_name = stack_name
         self._parameter_overrides = {**LOCAL_PARAMETERS, **(parameters or {})}
         self._sandbox_apps = dict(sandboxes) if sandboxes is not None else _default_sandboxes()
+        # named connections, by id ("pardot/emea"): the sandbox whose credentials each one holds
+        self._connection_apps = dict(connections or {})
+        for connection_id, app in self._connection_apps.items():
+            source, _, name = connection_id.partition("/")
+            if source != app.source or Connection.of(source, name).is_default:
+                raise ValueError(
+                    f"connection {connection_id!r}: expected '{app.source}/<name>', not the default"
+                )
         self._log_level = log_level
         self._execute_workflows = execute_workflows
         # the template's Timeout of these functions (logical ids), replaced for tests; the bridge
@@ -177,6 +191,8 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._moto: ThreadedMotoServer | None = None
         self._sandbox_servers: dict[str, SandboxServer] = {}
+        self._connection_servers: dict[str, SandboxServer] = {}  # those not a source's own sandbox
+        self._connection_prefix = f"{stack_name}/"
         self.bridge = LambdaBridge()
         self.front_door: FrontDoor | None = None
         self.endpoint_url = ""
@@ -236,6 +252,11 @@ class LocalStack:
                 server = SandboxServer(app)
                 server.start()
                 self._sandbox_servers[source] = server
+            for connection_id, app in self._connection_apps.items():
+                if app is not self._sandbox_apps.get(app.source):
+                    server = SandboxServer(app)
+                    server.start()
+                    self._connection_servers[connection_id] = server
             self._deploy()
             self.bridge.install()
             if self._log_level:
@@ -253,9 +274,10 @@ class LocalStack:
         if self.front_door is not None:
             self.front_door.stop()
             self.front_door = None
-        for server in self._sandbox_servers.values():
+        for server in [*self._sandbox_servers.values(), *self._connection_servers.values()]:
             server.stop()
         self._sandbox_servers.clear()
+        self._connection_servers.clear()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -293,6 +315,19 @@ class LocalStack:
 
     def sandbox_url(self, source: str) -> str:
         return self._sandbox_servers[source].base_url
+
+    @property
+    def connection_secret_prefix(self) -> str:
+        """Where named connections' secrets are (the ``ConnectionSecretPrefix`` parameter): locally
+        ``<stack name>/``, so a secret ``exportpipe-local/pardot/emea`` is the connection ``emea``."""
+        return self._connection_prefix
+
+    def connection_secret(self, connection_id: str) -> str:
+        """The name of the secret a connection reads (``pardot/default``: the source's own)."""
+        source, _, name = connection_id.partition("/")
+        if Connection.of(source, name).is_default:
+            return f"{self.stack_name}/{source}"
+        return f"{self._connection_prefix}{connection_id}"
 
     @property
     def webhook_url(self) -> str:
@@ -444,13 +479,16 @@ class LocalStack:
         values: dict[str, str] = {}
         secrets = self.client("secretsmanager")
         for source, server in self._sandbox_servers.items():
-            handshake = server.app.handshake(server.base_url)
-            secret = {**handshake["credentials"], "base_url": handshake["base_url"]}
-            arn = secrets.create_secret(Name=f"{self.stack_name}/{source}", SecretString=json.dumps(secret))[
+            arn = secrets.create_secret(Name=f"{self.stack_name}/{source}", SecretString=_secret_of(server))[
                 "ARN"
             ]
             if source in SECRET_PARAMETERS:
                 values[SECRET_PARAMETERS[source]] = arn
+        prefix = self._parameter_overrides.get("ConnectionSecretPrefix", f"{self.stack_name}/")
+        values["ConnectionSecretPrefix"] = self._connection_prefix = prefix
+        for connection_id, app in self._connection_apps.items():
+            server = self._connection_servers.get(connection_id) or self._sandbox_servers[app.source]
+            secrets.create_secret(Name=f"{prefix}{connection_id}", SecretString=_secret_of(server))
         for name, spec in self.template.parameters.items():
             if name in self._parameter_overrides:
                 values[name] = str(self._parameter_overrides[name])
@@ -698,6 +736,11 @@ class FunctionFailedError(Exception):
         self.error_type = payload.get("errorType") if isinstance(payload, dict) else None
         message = payload.get("errorMessage") if isinstance(payload, dict) else payload
         super().__init__(f"{function} failed: {self.error_type}: {message}")
+
+
+def _secret_of(server: SandboxServer) -> str:
+    handshake = server.app.handshake(server.base_url)
+    return json.dumps({**handshake["credentials"], "base_url": handshake["base_url"]})
 
 
 def _default_sandboxes() -> dict[str, Sandbox]:

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from exportpipe.errors import ConfigurationError
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+# Secrets Manager name characters, in "/"-separated segments, ending with "/" (never a bare "*" grant).
+CONNECTION_PREFIX_PATTERN = r"^[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*/$"
 
 
 class Settings(BaseModel):
@@ -31,6 +33,15 @@ class Settings(BaseModel):
     poll_state_machine_arn: str = Field(default="", alias="POLL_STATE_MACHINE_ARN")
     # Each source's connection secret, by the setting its spec names (every ``*_SECRET_ARN`` variable).
     secret_arns: dict[str, str] = Field(default_factory=dict)
+    # Where the secrets of named connections are: ``<prefix><source>/<connection name>`` (the IAM grant
+    # covers ``<prefix>*``, so the prefix ends with "/"); a definition that names no connection uses
+    # its source's secret above.
+    connection_secret_prefix: str = Field(
+        default="exportpipe/",
+        max_length=256,
+        pattern=CONNECTION_PREFIX_PATTERN,
+        alias="CONNECTION_SECRET_PREFIX",
+    )
     # Hosts result downloads and their redirects may reach besides each source's own (comma-separated
     # host names; a leading "*." matches any subdomain). The upstream API host is always allowed.
     download_hosts: str = Field(default="", alias="DOWNLOAD_HOST_ALLOWLIST")

@@ -10,9 +10,12 @@ from typing import Any
 from exportpipe.adapters.aws import AwsClients, aws_clients
 from exportpipe.adapters.bucket import S3ResultsBucket
 from exportpipe.adapters.events import EventPublisher
+from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.adapters.workflow import StepFunctionsWorkflow
 from exportpipe.config import Settings, load_settings
+from exportpipe.errors import ConfigurationError
+from exportpipe.models.connection import Connection
 from exportpipe.ports import EventBus, JobStore, ResultsBucket, Workflow
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
@@ -22,6 +25,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def no_secrets(secret_id: str) -> dict[str, Any]:
+    raise ConfigurationError(f"no secrets reader in these dependencies (asked for {secret_id!r})")
+
+
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
@@ -29,10 +36,15 @@ class Deps:
     bucket: ResultsBucket
     workflow: Workflow
     publisher: EventBus
-    client_for: Callable[[str], SourceClient[Any]]
+    # A client with the credentials of a connection (a job's or a definition's ``connection_ref``),
+    # built per call: the caller closes it.
+    client_for: Callable[[Connection], SourceClient[Any]]
     clock: Callable[[], datetime] = utcnow
     # seconds left in this invocation (the Lambda context's), when known
     remaining_seconds: Callable[[], float] | None = None
+    # a secret's JSON by its id (cached a few minutes per process): a webhook receiver reads its
+    # connection's secret with it (the id: ``settings.secret_arns[spec.connection_setting]``)
+    read_secret: Callable[[str], dict[str, Any]] = no_secrets
 
 
 def build_deps(
@@ -51,6 +63,7 @@ def build_deps(
         bucket=S3ResultsBucket(clients.s3, settings.results_bucket),
         workflow=StepFunctionsWorkflow(clients.sfn, settings.poll_state_machine_arn),
         publisher=EventPublisher(clients.events, settings.event_bus),
-        client_for=lambda source: build_client(source, settings, clients.secrets, remaining_seconds),
+        client_for=lambda connection: build_client(connection, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,
+        read_secret=lambda secret_id: read_secret_json(clients.secrets, secret_id),
     )

@@ -7,9 +7,12 @@ query) and moves it to READY. No source has a receiver yet: Advocate's ``export.
 lands with the Advocate source; until then the route answers 404 naming the source, after the front
 door and resolver have run.
 
-Receivers are registered as factories (:data:`RECEIVERS`) called with the invocation's
-dependencies, so a verifier can reach its secret or a key cache; a test registers a stand-in the
-same way.
+A source declares its receiver as a factory on its spec (``SourceSpec.webhook``, a
+:data:`ReceiverFactory`), found through the registry (``exportpipe.sources.registry.webhook_for``)
+and called per request with the invocation's dependencies: ``deps.settings`` and ``deps.read_secret``
+reach its connection's secret. What it keeps across invocations (a JWKS) is the factory's own
+per-process cache, e.g. a module-level dict keyed by secret id. A test registers a stand-in source
+the same way.
 
 The body is read once, by the route (:func:`request_body`): the bytes API Gateway received, the
 base64 it may carry checked strictly, at most :data:`MAX_BODY_BYTES`. A receiver that parses JSON
@@ -66,10 +69,8 @@ class WebhookReceiver(Protocol):
 
 
 ReceiverFactory = Callable[["Deps"], WebhookReceiver]
-
-RECEIVERS: dict[str, ReceiverFactory] = {}
-"""Source id → factory of its receiver. The route calls it with the invocation's dependencies only
-for a source found here; any other source answers 404."""
+"""A source's receiver, built from the invocation's dependencies (``SourceSpec.webhook``). The route
+calls it only for a source that declares one; any other source answers 404."""
 
 
 # Base64 of MAX_BODY_BYTES bytes, padded: a longer flagged body is refused before it is decoded.

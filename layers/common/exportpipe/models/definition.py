@@ -8,6 +8,7 @@ before any upstream call is made.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
@@ -21,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from exportpipe.errors import InvalidDefinitionError
+from exportpipe.errors import ConfigurationError, InvalidDefinitionError
+from exportpipe.formats import CHECKERS
+from exportpipe.models.connection import Connection, ConnectionName
 
 DefinitionName = Annotated[
     str,
@@ -61,6 +64,29 @@ class Window(BaseModel):
         return self.end - self.start
 
 
+@dataclass(frozen=True)
+class ResultFormat:
+    """What a definition's result files are: how they are named, typed and checked in S3.
+
+    - ``extension``: the parts' file extension (``part-00001.<extension>``) and the manifest's ``format``;
+    - ``content_type``: the S3 objects' ``Content-Type``;
+    - ``checker``: the name in :data:`exportpipe.formats.CHECKERS` the copier checks each file's end
+      and counts its records by (the extension, or a dialect of it such as ``csv-terminated``);
+      None: the files are not checked and their records not counted.
+    """
+
+    extension: str
+    content_type: str
+    checker: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checker is not None and self.checker not in CHECKERS:
+            raise ConfigurationError(
+                f"result format {self.extension!r}: unknown checker {self.checker!r}; "
+                f"expected one of {sorted(CHECKERS)}"
+            )
+
+
 class DefinitionBase(BaseModel):
     """What every source's definition has: a name, a dataset, a lag, a start, the longest window one
     export may cover, and the window planning built on them (:meth:`latest_end`,
@@ -85,6 +111,13 @@ class DefinitionBase(BaseModel):
     start: AwareDatetime = Field(
         description="Where the first window starts while the definition has no watermark (with an offset)."
     )
+    # Left out of the dump when absent, so a definition without one is stored (on its jobs) exactly
+    # as before connections existed.
+    connection: ConnectionName | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The connection (secret) the export runs with; absent: the source's default one.",
+    )
 
     # The longest window one export may cover: each source sets its upstream's limit.
     longest_window: ClassVar[timedelta]
@@ -96,6 +129,11 @@ class DefinitionBase(BaseModel):
     @property
     def lag(self) -> timedelta:
         return timedelta(minutes=self.lag_minutes)
+
+    @property
+    def connection_ref(self) -> Connection:
+        """The connection this definition's exports run with (credentials, allowances, quotas)."""
+        return Connection.of(self.source, self.connection)
 
     @property
     def dataset_name(self) -> str:
@@ -128,6 +166,14 @@ class DefinitionBase(BaseModel):
         if window.end > latest:
             return [("window", f"ends after {latest.isoformat()} (now minus the lag)")]
         return []
+
+    @property
+    def result_format(self) -> ResultFormat:
+        """The format of this definition's result files (a source may let each definition choose).
+
+        Derived from the definition's fields, so a job record's ``definition`` parses back to the
+        format its files were copied in."""
+        raise ConfigurationError(f"source {self.source!r} declares no result format for its definitions")
 
 
 def parse_definition(payload: Any) -> DefinitionBase:

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
+from exportpipe.models.connection import Connection
 from exportpipe.models.definition import Window
 
 
@@ -170,6 +171,19 @@ class Job(BaseModel):
     manifest_key: str | None = None
     files: list[ResultFile] = Field(default_factory=list)
     event_sent: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def connection(self) -> str:
+        """The id of the connection the job runs with (``<source>/<name>``), written on the job record. It
+        is the definition's, so a record written before connections existed reads as its source's
+        default connection."""
+        return self.connection_ref.id
+
+    @property
+    def connection_ref(self) -> Connection:
+        name = self.definition.get("connection")
+        return Connection.of(self.source, name if isinstance(name, str) else None)
 
 
 # A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.

@@ -1,14 +1,63 @@
-"""The poll workflow's task outputs, and what starting an export comes to.
+"""The poll workflow's task inputs and outputs, and what starting an export comes to.
 
-The state machine (statemachine/export_poll.asl.json) routes on :class:`TaskAnswer`'s fields; they are
-a contract with every execution already running, so a field is only ever added. The task inputs are
-the services' own pydantic models (``CheckStatusEvent``, ``CopyResultEvent``, ``StartExportEvent``).
+The state machine (statemachine/export_poll.asl.json) passes :class:`CheckStatusEvent` and
+:class:`CopyResultEvent` and routes on :class:`TaskAnswer`'s fields; they are a contract with every
+execution already running (on an earlier definition too), so a field is only ever added. Step
+Functions' own shapes (a Catch's ``Error``/``Cause``) are decoded here, not in the services.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, NotRequired, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkflowError(BaseModel):
+    """What a Step Functions Catch puts at ``ResultPath``: ``Error`` (the error's name) and ``Cause``
+    (for a Lambda task, the function's error as JSON: ``errorType``, ``errorMessage``, ...)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error: str = Field(alias="Error")
+    cause: str = Field(default="", alias="Cause")
+
+    def _cause(self) -> dict[str, Any]:
+        try:
+            cause = json.loads(self.cause)
+        except ValueError:
+            return {}
+        return cause if isinstance(cause, dict) else {}
+
+    @property
+    def error_type(self) -> str:
+        """The failed function's error class (``errorType``), else ``Error``."""
+        return str(self._cause().get("errorType", self.error))
+
+    @property
+    def message(self) -> str:
+        """The failed function's message (``errorMessage``), else the whole ``Cause``."""
+        return str(self._cause().get("errorMessage", self.cause))
+
+
+class CheckStatusEvent(BaseModel):
+    """check_status's input: the job, the turn's number, and the error a Catch caught, if any."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(min_length=1)
+    attempt: int = Field(default=0, ge=0)
+    error: WorkflowError | None = None
+
+
+class CopyResultEvent(BaseModel):
+    """copy_result's input."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(min_length=1)
 
 
 class TaskAnswer(TypedDict):

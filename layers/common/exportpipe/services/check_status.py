@@ -4,22 +4,20 @@ Returns what the state machine's Choice reads: ``status`` (the job's), ``attempt
 and ``wait_seconds`` (a growing backoff for the next Wait). A job still REQUESTED (the upstream
 refused to create its export for now) gets its export created once the refusal's wait is over. A
 rate-limit refusal waits (longer each time in a row) and does not count as an attempt; an upstream
-export that Failed or expired is created again (bounded) before the job gives up, and an export the
-job gives up waiting for is canceled upstream.
+export that Failed or expired is recovered as its source declares (created again, or replayed;
+bounded) before the job gives up, and an export the job gives up waiting for is canceled upstream.
+The waits are the job's source's poll policy (``SourceSpec.poll``, within the deployment's settings).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus
-from exportpipe.models.tasks import TaskAnswer
+from exportpipe.models.tasks import CheckStatusEvent, TaskAnswer, WorkflowError
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -29,29 +27,14 @@ from exportpipe.services.common import (
     end_unsuccessfully,
     parse_event,
     past_deadline,
-    recreate_upstream,
+    poll_policy,
+    recover_upstream,
+    unrecoverable,
     wait_out_rate_limit,
 )
 from exportpipe.services.delivery import discard, finish_if_committed
 from exportpipe.services.start_export import create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
-
-
-class WorkflowError(BaseModel):
-    """What a Step Functions Catch puts at ``ResultPath``."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    error: str = Field(alias="Error")
-    cause: str = Field(default="", alias="Cause")
-
-
-class CheckStatusEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: str = Field(min_length=1)
-    attempt: int = Field(default=0, ge=0)
-    error: WorkflowError | None = None
 
 
 def check_status(event: Any, deps: Deps) -> TaskAnswer:
@@ -77,7 +60,7 @@ def _poll(deps: Deps, job: Job, previous: int) -> TaskAnswer:
     """Read the upstream export once (check number ``previous + 1``) and act on its state."""
     settings = deps.settings
     attempt = previous + 1
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         upstream = client.get_export(str(job.upstream_id))
     except UpstreamRateLimitedError as exc:
@@ -89,7 +72,7 @@ def _poll(deps: Deps, job: Job, previous: int) -> TaskAnswer:
             JobStatus.EXPORTING,
             {"poll_attempts": attempt, "upstream_state": f"unavailable: {exc}"},
         )
-        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings, poll_policy(job)))
     except UpstreamError as exc:
         job = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"reading the upstream export failed: {exc}"
@@ -111,7 +94,7 @@ def _on_state(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> T
             JobStatus.EXPORTING,
             {"poll_attempts": attempt, "upstream_state": upstream.raw_state, "rate_limited": 0},
         )
-        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings, poll_policy(job)))
     if upstream.state is UpstreamState.READY:
         job = deps.store.transition(
             job.job_id,
@@ -154,23 +137,24 @@ def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> TaskAnswer:
     """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
     create it and go on polling; until then wait, without counting an attempt (the refusals are
     counted, and bounded, by :func:`create_upstream`)."""
-    settings = deps.settings
+    settings, policy = deps.settings, poll_policy(job)
     if past_deadline(deps, job):
         return _give_up_waiting(deps, job, request_attempt + 1)
     claimed = deps.store.claim_stale(job.job_id)
     if claimed is None:  # not due yet (or a schedule tick is creating it right now)
         due = (deps.store.claimable_at(job) - deps.clock()).total_seconds()
-        return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), settings.poll_max_seconds))
+        return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), policy.longest(settings)))
     result = create_upstream(deps, claimed, parse_definition(claimed.definition))
     job = deps.store.get(job.job_id)
     if result.status == JobStatus.REQUESTED.value:
         return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
-    return answer(deps, job, 0, settings.poll_base_seconds)
+    return answer(deps, job, 0, policy.first(settings))
 
 
 def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) -> TaskAnswer:
-    """The upstream export Failed or expired uncopied: create it again, or give up when used up."""
-    settings = deps.settings
+    """The upstream export Failed or expired uncopied: recover it as the source declares (create it
+    again, replay it), or give up when used up or the source cannot recover one."""
+    settings, policy = deps.settings, poll_policy(job)
     expired = upstream.state is UpstreamState.EXPIRED
     why = (
         f"upstream export {upstream.upstream_id} expired before it was copied"
@@ -178,19 +162,19 @@ def _start_over(deps: Deps, job: Job, upstream: UpstreamExport, attempt: int) ->
         else f"upstream export {upstream.upstream_id} is {upstream.raw_state}"
     )
     try:
-        again = recreate_upstream(deps, job, why=why, counter="reexports" if expired else "recreates")
+        again = recover_upstream(deps, job, why=why, counter="reexports" if expired else "recreates")
     except UpstreamRateLimitedError as exc:
         return wait_out_rate_limit(deps, job, attempt - 1, exc)
     except UpstreamUnavailableError:
-        return answer(deps, job, attempt, backoff_seconds(attempt, settings))
+        return answer(deps, job, attempt, backoff_seconds(attempt, settings, policy))
     if again is not None:
-        return answer(deps, again, 0, settings.poll_base_seconds)
+        return answer(deps, again, 0, policy.first(settings))
     tries = (job.reexports if expired else job.recreates) + 1
     job = end_unsuccessfully(
         deps,
         job.job_id,
         JobStatus.EXPIRED if expired else JobStatus.FAILED,
-        f"{why}; gave up after {tries} upstream export(s)",
+        f"{why}; {unrecoverable(job) or f'gave up after {tries} upstream export(s)'}",
     )
     return answer(deps, job, attempt)
 
@@ -203,15 +187,7 @@ def _record_workflow_failure(deps: Deps, job_id: str, error: WorkflowError, atte
     if finished is not None:
         return answer(deps, finished, attempt)
     waiting_upstream = job.status is JobStatus.EXPORTING  # e.g. the poll attempts ran out
-    message = error.cause
-    error_type = error.error
-    try:
-        cause = json.loads(error.cause)
-        if isinstance(cause, dict):
-            message = str(cause.get("errorMessage", message))
-            error_type = str(cause.get("errorType", error_type))
-    except ValueError:
-        pass
+    message, error_type = error.message, error.error_type
     status = {"ExportExpiredError": JobStatus.EXPIRED, "ExportCanceledError": JobStatus.CANCELED}.get(
         error_type, JobStatus.FAILED
     )

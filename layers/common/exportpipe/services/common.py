@@ -1,5 +1,5 @@
-"""Pieces the use cases share: task answers, ending a job unsuccessfully, re-creating an upstream
-export, and parsing task inputs."""
+"""Pieces the use cases share: task answers, the job's source's poll policy, ending a job
+unsuccessfully, recovering an upstream export (as its source declares), and parsing task inputs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from exportpipe.config import Settings
 from exportpipe.errors import (
+    ConfigurationError,
     ExportPipeError,
     InvalidEventError,
     TransitionError,
@@ -22,6 +23,8 @@ from exportpipe.models.job import IN_WORKFLOW, STALE_CLAIM, Job, JobStatus, upst
 from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
+from exportpipe.sources.base import PollPolicy, Recovery, Replayable, UpstreamExport
+from exportpipe.sources.registry import spec_for
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,9 +45,16 @@ def parse_event(model: type[M], event: Any) -> M:
         raise InvalidEventError(f"bad {model.__name__}: {problems}") from exc
 
 
-def backoff_seconds(attempt: int, settings: Settings) -> int:
-    """The poll loop's wait after ``attempt`` checks: doubling from the base, capped."""
-    return int(min(settings.poll_base_seconds * 2 ** max(attempt - 1, 0), settings.poll_max_seconds))
+def poll_policy(job: Job) -> PollPolicy:
+    """The poll policy of the job's source (its spec's; see :class:`PollPolicy` for how it and the
+    deployment's ``POLL_BASE_SECONDS`` / ``POLL_MAX_SECONDS`` combine)."""
+    return spec_for(job.source).poll
+
+
+def backoff_seconds(attempt: int, settings: Settings, policy: PollPolicy | None = None) -> int:
+    """The poll loop's wait after ``attempt`` checks: growing from the base, capped (by ``policy``,
+    the job's source's: :func:`poll_policy`; without one, the settings' doubling)."""
+    return (policy or PollPolicy()).backoff(attempt, settings)
 
 
 def deadline_of(job: Job, settings: Settings) -> datetime:
@@ -102,7 +112,7 @@ def refusal_wait(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> tuple[i
     if refusals > deps.settings.poll_max_attempts:
         return refusals, None
     retry_after = exc.retry_after if isinstance(exc, UpstreamRateLimitedError) else 0
-    return refusals, max(retry_after, backoff_seconds(refusals, deps.settings))
+    return refusals, max(retry_after, backoff_seconds(refusals, deps.settings, poll_policy(job)))
 
 
 def wait_out_rate_limit(deps: Deps, job: Job, attempt: int, exc: UpstreamRateLimitedError) -> TaskAnswer:
@@ -157,7 +167,7 @@ def abandon_upstream(deps: Deps, job: Job) -> None:
     logged, never raised, since the job's own outcome is already decided)."""
     if not job.upstream_id:
         return
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         canceled = client.cancel_export(job.upstream_id)
         logger.info("abandoned upstream export", upstream_id=job.upstream_id, canceled=canceled)
@@ -202,6 +212,34 @@ def ensure_workflow(deps: Deps, job: Job) -> Job:
         return deps.store.get(job.job_id)
 
 
+def recover_upstream(
+    deps: Deps, job: Job, *, why: str, counter: Literal["recreates", "reexports"]
+) -> Job | None:
+    """Recover the job's upstream export that Failed (``recreates``) or whose files expired before
+    the copy (``reexports``) the way its source declares (``SourceSpec.recovery``), back to EXPORTING.
+
+    RECREATE creates a new export for the window (:func:`recreate_upstream`); REPLAY asks the
+    upstream to run the same export again (:func:`replay_upstream`: the job keeps its export and
+    spends no create call). None when the source cannot recover one (NONE; :func:`unrecoverable`
+    says why) or ``UPSTREAM_RECREATE_ATTEMPTS`` is used up. Upstream errors (a rate limit, say)
+    propagate: the job keeps its old export, and the next check tries again.
+    """
+    recovery = spec_for(job.source).recovery
+    if recovery is Recovery.REPLAY:
+        return replay_upstream(deps, job, why=why, counter=counter)
+    if recovery is Recovery.RECREATE:
+        return recreate_upstream(deps, job, why=why, counter=counter)
+    return None
+
+
+def unrecoverable(job: Job) -> str | None:
+    """Why the job's source cannot recover a failed or expired upstream export at all (its recovery
+    is NONE); None when it can (a job that cannot is ended by its caller with this reason)."""
+    if spec_for(job.source).recovery is Recovery.NONE:
+        return f"source {job.source!r} cannot recover a failed or expired upstream export (recovery: none)"
+    return None
+
+
 def recreate_upstream(
     deps: Deps, job: Job, *, why: str, counter: Literal["recreates", "reexports"]
 ) -> Job | None:
@@ -215,17 +253,48 @@ def recreate_upstream(
     limit = deps.settings.max_recreates
     if used >= limit:
         return None
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     try:
         upstream = client.create_export(parse_definition(job.definition), job.window)
     finally:
         client.close()
     logger.warning("upstream export created again", why=why, new_upstream_id=upstream.upstream_id)
     metrics.add_metric(name="UpstreamExportsRecreated", unit="Count", value=1)
+    reason = f"{why}; created again as {upstream.upstream_id} ({used + 1}/{limit})"
+    return _back_to_exporting(deps, job, upstream, reason, {counter: used + 1})
+
+
+def replay_upstream(
+    deps: Deps, job: Job, *, why: str, counter: Literal["recreates", "reexports"]
+) -> Job | None:
+    """Ask the upstream to run the job's export again (:class:`Replayable`) and go back to EXPORTING,
+    counted and bounded like :func:`recreate_upstream` (the same counters, the same limit)."""
+    used = job.recreates if counter == "recreates" else job.reexports
+    limit = deps.settings.max_recreates
+    if used >= limit:
+        return None
+    client = deps.client_for(job.connection_ref)
+    try:
+        if not isinstance(client, Replayable):
+            raise ConfigurationError(f"source {job.source!r} recovers by replay but its client cannot replay")
+        upstream = client.replay_export(str(job.upstream_id))
+    finally:
+        client.close()
+    logger.warning("upstream export replayed", why=why, upstream_id=upstream.upstream_id)
+    metrics.add_metric(name="UpstreamExportsReplayed", unit="Count", value=1)
+    reason = f"{why}; replayed as {upstream.upstream_id} ({used + 1}/{limit})"
+    return _back_to_exporting(deps, job, upstream, reason, {counter: used + 1})
+
+
+def _back_to_exporting(
+    deps: Deps, job: Job, upstream: UpstreamExport, reason: str, counted: dict[str, int]
+) -> Job:
+    """The job follows ``upstream`` from its first check: what it copied or counted of the old
+    export is forgotten."""
     return deps.store.transition(
         job.job_id,
         JobStatus.EXPORTING,
-        reason=f"{why}; created again as {upstream.upstream_id} ({used + 1}/{limit})",
+        reason=reason,
         updates={
             "upstream_id": upstream.upstream_id,
             "upstream_ref": upstream_ref(job.source, upstream.upstream_id),
@@ -235,6 +304,6 @@ def recreate_upstream(
             "poll_attempts": 0,
             "rate_limited": 0,
             "copy_retries": 0,
-            counter: used + 1,
+            **counted,
         },
     )

@@ -3,10 +3,11 @@
 Each landed part is recorded on the job as it completes, so a copy that is retried (an outage, a
 broken download) or resumed after a rate-limit wait copies only the files still missing: a refused
 call never costs the downloads that already succeeded. If the upstream's files expired before the
-copy, the export is created again (a re-export, bounded) and the job goes back to EXPORTING; an
-export canceled upstream ends the job CANCELED. A rate-limit refusal answers COPYING with a wait, so
-the workflow waits it out instead of failing. A retried copy of a job whose manifest is already
-written only finishes what follows the delivery.
+copy, the export is recovered as its source declares (created again or replayed: a re-export,
+bounded) and the job goes back to EXPORTING; an export canceled upstream ends the job CANCELED. A
+rate-limit refusal answers COPYING with a wait, so the workflow waits it out instead of failing. The
+files land as the definition's result format says (extension, content type, record count). A
+retried copy of a job whose manifest is already written only finishes what follows the delivery.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from exportpipe.errors import (
     CopySupersededError,
@@ -32,7 +31,7 @@ from exportpipe.errors import (
 from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
-from exportpipe.models.tasks import TaskAnswer
+from exportpipe.models.tasks import CopyResultEvent, TaskAnswer
 from exportpipe.observability import logger
 from exportpipe.runtime import Deps
 from exportpipe.services.common import (
@@ -42,7 +41,9 @@ from exportpipe.services.common import (
     end_unsuccessfully,
     parse_event,
     past_deadline,
-    recreate_upstream,
+    poll_policy,
+    recover_upstream,
+    unrecoverable,
     wait_out_rate_limit,
 )
 from exportpipe.services.delivery import (
@@ -60,12 +61,6 @@ from exportpipe.sources.base import SourceClient, UpstreamState
 MAX_COPY_RETRIES = 4
 # How long a copy holds the job when the invocation's own deadline is unknown (copy_result's timeout).
 DEFAULT_COPY_SECONDS = 900
-
-
-class CopyResultEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: str = Field(min_length=1)
 
 
 def copy_result(event: Any, deps: Deps) -> TaskAnswer:
@@ -105,13 +100,14 @@ def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
     the workflow waits on (or an error its failure recorder takes)."""
     abort_uploads(deps, job)  # a copy that died mid-file (or timed out) left its upload open
     definition = parse_definition(job.definition)
+    fmt = definition.result_format
     folder = folder_of(deps, job)
-    client = deps.client_for(job.source)
+    client = deps.client_for(job.connection_ref)
     landed = {f.key: f for f in job.files}  # parts an earlier try of this copy already landed
     files: list[ResultFile] = []
     try:
         for n, url in enumerate(job.result_urls, start=1):
-            key = part_key(folder, n, client.file_extension)
+            key = part_key(folder, n, fmt.extension)
             if key not in landed:
                 landed[key] = _copy_one(deps, client, job, url, key)
                 job = _record_part(deps, job, owner, [*files, landed[key]], key)
@@ -129,7 +125,7 @@ def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
         client.close()
     try:
         delivered = commit(
-            deps, job, owner, files, fmt=client.file_extension, timezone=client.files_timezone(definition)
+            deps, job, owner, files, fmt=fmt.extension, timezone=client.files_timezone(definition)
         )
     except TransitionError:
         # superseded, or ended (the failure recorder, a re-export) before the delivery was decided
@@ -140,16 +136,20 @@ def _copy(deps: Deps, job: Job, owner: str) -> TaskAnswer:
 
 
 def _reexport(deps: Deps, job: Job, exc: ExportExpiredError, *, landed: int) -> TaskAnswer:
-    """The files expired before the copy: export again (bounded), the job back to EXPORTING."""
+    """The files expired before the copy: export again as the source recovers (bounded), the job back
+    to EXPORTING; a source that cannot recover one says so in the reason."""
     try:
-        again = recreate_upstream(deps, job, why=str(exc), counter="reexports")
+        again = recover_upstream(deps, job, why=str(exc), counter="reexports")
     except UpstreamRateLimitedError as limited:  # copy again later: it will find the files expired again
         return _rate_limited(deps, job, limited)
     except UpstreamUnavailableError as unavailable:
         return _interrupted(deps, job, unavailable, landed=landed)
     if again is None:
+        reason = unrecoverable(job)
+        if reason is not None:
+            raise ExportExpiredError(f"{exc}; {reason}") from exc
         raise exc
-    return answer(deps, again, 0, deps.settings.poll_base_seconds)
+    return answer(deps, again, 0, poll_policy(job).first(deps.settings))
 
 
 def _invocation_end(deps: Deps) -> datetime:
@@ -218,7 +218,7 @@ def _interrupted(
     if job.copy_retries >= MAX_COPY_RETRIES:
         raise exc
     retries = job.copy_retries + 1
-    wait = backoff_seconds(retries, deps.settings)
+    wait = backoff_seconds(retries, deps.settings, poll_policy(job))
     logger.warning(
         "copy interrupted; the files still missing are copied after a wait",
         error=str(exc),
@@ -231,14 +231,15 @@ def _interrupted(
 
 
 def _copy_one(deps: Deps, client: SourceClient[Any], job: Job, url: str, key: str) -> ResultFile:
+    fmt = parse_definition(job.definition).result_format  # the job's own, whoever copies it
     try:
         with client.open_result(url) as stream:
             return deps.bucket.upload(
                 key,
                 stream.chunks,
-                content_type=client.content_type,
+                content_type=fmt.content_type,
                 expected_length=stream.content_length,
-                file_format=client.file_format,
+                file_format=fmt.checker,
                 part_size=deps.settings.part_size,
             )
     except UpstreamUnavailableError:

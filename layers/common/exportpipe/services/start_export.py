@@ -219,7 +219,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOu
     wait is over, so a job resumes even when no schedule tick comes (a backfill's next window).
     """
     try:
-        client = deps.client_for(definition.source)
+        client = deps.client_for(job.connection_ref)
         try:
             upstream = client.create_export(definition, job.window)
         finally:

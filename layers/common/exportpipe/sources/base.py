@@ -1,4 +1,5 @@
-"""The small interface every upstream client implements, and the normalised upstream state."""
+"""The small interface every upstream client implements, the normalised upstream state, and
+:class:`SourceSpec`, what a source declares of itself as a plug-in."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from exportpipe.config import Settings
+from exportpipe.errors import ConfigurationError
 from exportpipe.models.definition import DefinitionBase, Window
+from exportpipe.webhooks import ReceiverFactory
 
 
 class UpstreamState(StrEnum):
@@ -46,11 +49,6 @@ class SourceClient(Protocol[D]):
     """The small interface every upstream client implements, for its source's definition ``D``."""
 
     source: str
-    file_extension: str
-    # What the copier checks each result file against and counts its records by: a name in
-    # exportpipe.formats.CHECKERS (the extension, or a dialect of it such as "csv-terminated").
-    file_format: str
-    content_type: str
 
     def create_export(self, definition: D, window: Window) -> UpstreamExport: ...
 
@@ -64,6 +62,75 @@ class SourceClient(Protocol[D]):
     def files_timezone(self, definition: D) -> str | None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """A client that can ask its upstream to run an export again under the same identity (a
+    source whose spec declares :attr:`Recovery.REPLAY` must have one)."""
+
+    def replay_export(self, upstream_id: str) -> UpstreamExport:
+        """Run the upstream export ``upstream_id`` again (same parameters, no new create call) and
+        return its state; its ``upstream_id`` is the one the job follows from then on (normally the
+        same)."""
+
+
+class Recovery(StrEnum):
+    """What the services do when a job's upstream export Failed, or its files expired uncopied
+    (each at most ``UPSTREAM_RECREATE_ATTEMPTS`` times per job, counted apart)."""
+
+    RECREATE = "recreate"  # create a new upstream export for the same window
+    REPLAY = "replay"  # ask the upstream to run the same export again (Replayable.replay_export)
+    NONE = "none"  # the source cannot recover one: the job ends FAILED / EXPIRED with the reason
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often a source's exports are checked while they run (seconds).
+
+    - ``first_wait``: before the first check of an export the workflow itself created or recovered
+      (re-created, replayed); None: ``base``. (The workflow checks a job start_export created at once.)
+    - ``base``: the wait after the first check; None: the deployment's ``POLL_BASE_SECONDS``;
+    - ``factor``: each further check waits this many times longer (2: doubling);
+    - ``max``: the longest wait; None: the deployment's ``POLL_MAX_SECONDS``.
+
+    Precedence: what the source declares is its own, what it leaves None is the deployment's setting,
+    and ``POLL_MAX_SECONDS`` bounds every source's waits (``first_wait`` and ``base`` included): the
+    deployment's ceiling, so that an operator (or the local stack, at 2 s) can make every source
+    check at least that often. The default policy is the settings' doubling backoff. The same waits
+    pace refusals in a row (rate limits, outages on create) and copy interruptions.
+    """
+
+    first_wait: int | None = None
+    base: int | None = None
+    max: int | None = None
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        waits = {"first_wait": self.first_wait, "base": self.base, "max": self.max}
+        bad = [f"{name}={value}" for name, value in waits.items() if value is not None and value < 1]
+        if self.factor < 1:
+            bad.append(f"factor={self.factor}")
+        if bad:
+            raise ConfigurationError(f"poll policy: {', '.join(bad)} (waits are >= 1 s, factor >= 1)")
+
+    def longest(self, settings: Settings) -> int:
+        """The longest wait between two checks: the policy's, within the deployment's ceiling."""
+        return min(self.max or settings.poll_max_seconds, settings.poll_max_seconds)
+
+    def first(self, settings: Settings) -> int:
+        """The wait before the first check of an export the workflow (re)created."""
+        return min(self.first_wait or self.base or settings.poll_base_seconds, self.longest(settings))
+
+    def backoff(self, attempt: int, settings: Settings) -> int:
+        """The wait after ``attempt`` checks (or refusals in a row): growing from the base, capped."""
+        longest = self.longest(settings)
+        base = self.base or settings.poll_base_seconds
+        try:
+            wait = base * self.factor ** max(attempt - 1, 0)
+        except OverflowError:  # a float power past 1e308: far beyond any cap
+            return longest
+        return int(min(wait, longest))
 
 
 JsonDict = dict[str, Any]
@@ -83,10 +150,19 @@ class ClientContext:
 class SourceSpec:
     """A source as a plug-in: what the services need to know of it, declared in its own folder.
 
-    - ``definition``: its definition model (a member of the union :func:`parse_definition` builds);
+    - ``definition``: its definition model (a member of the union :func:`parse_definition` builds),
+      which also says the format of its result files (``DefinitionBase.result_format``);
     - ``make_client``: its client, from the connection's credentials and the settings;
     - ``connection_setting``: the setting (environment variable) naming its connection (a secret);
-    - ``allowed_hosts``: hosts its result downloads may come from or redirect to.
+    - ``allowed_hosts``: hosts its result downloads may come from or redirect to;
+    - ``poll``: how often its exports are checked (:class:`PollPolicy`; default: the settings');
+    - ``recovery``: what is done about a failed or expired upstream export (:class:`Recovery`);
+      ``REPLAY`` needs a :class:`Replayable` client, checked when the client is built;
+    - ``webhook``: the factory of its completion webhook receiver, or None (``POST
+      /webhooks/<source>`` answers 404). The route calls it per request with the invocation's
+      ``Deps`` (settings, ``read_secret`` for its connection's secret); anything the receiver keeps
+      across invocations (a JWKS, say) is the factory's own per-process cache, e.g. a module-level
+      dict keyed by secret id.
     """
 
     source: str
@@ -94,3 +170,6 @@ class SourceSpec:
     make_client: Callable[[ClientContext], SourceClient[Any]]
     connection_setting: str
     allowed_hosts: tuple[str, ...] = ()
+    poll: PollPolicy = PollPolicy()
+    recovery: Recovery = Recovery.RECREATE
+    webhook: ReceiverFactory | None = None

@@ -12,9 +12,11 @@ from pydantic import Field, TypeAdapter
 from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError
+from exportpipe.models.connection import Connection
 from exportpipe.models.definition import DefinitionBase
-from exportpipe.sources.base import ClientContext, SourceClient, SourceSpec
+from exportpipe.sources.base import ClientContext, Recovery, Replayable, SourceClient, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
+from exportpipe.webhooks import ReceiverFactory
 
 SOURCES: dict[str, SourceSpec] = {spec.source: spec for spec in (PARDOT,)}
 
@@ -27,18 +29,59 @@ def definition_adapter() -> TypeAdapter[DefinitionBase]:
     return TypeAdapter(Annotated[union, Field(discriminator="source")])
 
 
-def build_client(
-    source: str, settings: Settings, secrets_client: Any, remaining_seconds: Callable[[], float] | None = None
-) -> SourceClient[Any]:
-    """The client for ``source``, with credentials from its connection's Secrets Manager secret."""
+def spec_for(source: str) -> SourceSpec:
+    """The registered spec of ``source``; ConfigurationError for a source not registered."""
     spec = SOURCES.get(source)
     if spec is None:
         raise ConfigurationError(f"no client for source {source!r}")
-    secret = settings.secret_arns.get(spec.connection_setting, "")
+    return spec
+
+
+def webhook_for(source: str) -> ReceiverFactory | None:
+    """The factory of ``source``'s webhook receiver; None for a source without one (or unknown)."""
+    spec = SOURCES.get(source)
+    return spec.webhook if spec is not None else None
+
+
+def connection_secret(connection: Connection, settings: Settings) -> str:
+    """The secret (name or ARN) a connection's credentials are read from: the source's configured
+    secret for its default connection, ``<ConnectionSecretPrefix><source>/<name>`` for a named one."""
+    spec = spec_for(connection.source)
+    if connection.is_default:
+        return settings.secret_arns.get(spec.connection_setting, "")
+    return f"{settings.connection_secret_prefix}{connection.source}/{connection.name}"
+
+
+def build_client(
+    connection: Connection | str,
+    settings: Settings,
+    secrets_client: Any,
+    remaining_seconds: Callable[[], float] | None = None,
+) -> SourceClient[Any]:
+    """The client for ``connection`` (a source id: its default connection), with credentials from the
+    connection's Secrets Manager secret.
+
+    A spec that declares :attr:`Recovery.REPLAY` with a client that cannot replay is a
+    ConfigurationError here, before the client is used."""
+    if isinstance(connection, str):
+        connection = Connection(connection)
+    secret = connection_secret(connection, settings)
+    spec = spec_for(connection.source)
+    try:
+        credentials = read_secret_json(secrets_client, secret)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"connection {connection}: {exc}") from exc
     context = ClientContext(
         settings=settings,
-        credentials=read_secret_json(secrets_client, secret),
+        credentials=credentials,
         allowed_hosts=(*spec.allowed_hosts, *settings.allowed_download_hosts),
         remaining_seconds=remaining_seconds,
     )
-    return spec.make_client(context)
+    client = spec.make_client(context)
+    if spec.recovery is Recovery.REPLAY and not isinstance(client, Replayable):
+        client.close()
+        raise ConfigurationError(
+            f"source {connection.source!r} declares recovery {Recovery.REPLAY.value!r} but its client "
+            f"{type(client).__name__} has no replay_export"
+        )
+    return client

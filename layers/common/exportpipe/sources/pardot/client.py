@@ -50,7 +50,7 @@ from exportpipe.http import (
 )
 from exportpipe.models.definition import Window
 from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
-from exportpipe.sources.pardot.definition import PardotDefinition
+from exportpipe.sources.pardot.definition import CSV, PardotDefinition
 
 EXPIRED_TOKEN_CODE = 184
 CONCURRENCY_CODE = 66
@@ -101,11 +101,6 @@ _tokens: dict[tuple[str, str, str], str] = {}
 
 class PardotClient:
     source = "pardot"
-    file_extension = "csv"
-    # Every row ends with a line break (PHP's fputcsv; the sandbox's reading of the [U] format), so
-    # a file that does not end with one was cut, even where the cut left whole fields.
-    file_format = "csv-terminated"
-    content_type = "text/csv"
 
     def __init__(
         self,
@@ -349,7 +344,7 @@ class PardotClient:
             yield ResultStream(
                 chunks=resp.iter_content(chunk_size=256 * 1024),
                 content_length=int(length) if length and length.isdigit() else None,
-                content_type=resp.headers.get("Content-Type", self.content_type).split(";")[0],
+                content_type=resp.headers.get("Content-Type", CSV.content_type).split(";")[0],
             )
         finally:
             resp.close()

@@ -10,10 +10,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 
-from exportpipe.models.definition import DefinitionBase
+from exportpipe.models.definition import DefinitionBase, ResultFormat
 from exportpipe.sources.pardot import catalog
 
 PardotArgument = bool | int | str | list[int]
+
+# Every export is CSV, and every row ends with a line break (PHP's fputcsv; the sandbox's reading of
+# the [U] format), so a file that does not end with one was cut, even where the cut left whole fields.
+CSV = ResultFormat(extension="csv", content_type="text/csv", checker="csv-terminated")
 
 
 def _argument_problem(kind: catalog.ArgKind, value: PardotArgument) -> str | None:
@@ -66,6 +70,10 @@ class PardotDefinition(DefinitionBase):
 
     def default_dataset(self) -> str:
         return _snake(self.object)
+
+    @property
+    def result_format(self) -> ResultFormat:
+        return CSV
 
     @property
     def spec(self) -> catalog.Procedure:
