@@ -11,9 +11,11 @@ network, no threads of their own, a clock the test moves.
   count, SHA-256), and whose open multipart uploads :meth:`~InMemoryBucket.abort_uploads` sees;
 - :class:`RecordingWorkflow`, :class:`RecordingEventBus` (the real event details, through
   :class:`~exportpipe.adapters.events.EventPublisher`), :class:`FakeClock`;
-- :class:`FakeSourceClient`: a small scripted upstream, and :func:`stub_spec` / :func:`registered` to
-  plug a source into the registry for a test;
-- :func:`fake_deps`: a :class:`~exportpipe.runtime.Deps` of fakes.
+- :class:`FakeSourceClient`: a small scripted upstream; :class:`FakeDefinition` (source ``fake``,
+  CSV or JSON per definition), :func:`fake_spec` and :func:`registered` to plug a source into the
+  registry for a test;
+- :func:`fake_deps`: a :class:`~exportpipe.runtime.Deps` of fakes (``client_for`` by connection,
+  ``read_secret`` from a dict).
 
 Every fake can be told to fail: ``fake.fail("operation", error)`` makes its next call of that
 operation (a method of the port) raise ``error``; with ``after=True``, once the call has done its
@@ -25,6 +27,7 @@ services catches it, and a multipart upload it interrupts stays open, as a kille
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -42,7 +45,8 @@ from exportpipe.adapters.copier import MeasuringReader
 from exportpipe.adapters.events import EventPublisher
 from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError, JobNotFoundError, TransitionError, UpstreamError, scrub
-from exportpipe.models.definition import DefinitionBase, Window
+from exportpipe.models.connection import Connection
+from exportpipe.models.definition import DefinitionBase, ResultFormat, Window
 from exportpipe.models.job import (
     STALE_CLAIM,
     CreateOutcome,
@@ -59,6 +63,8 @@ from exportpipe.runtime import Deps
 from exportpipe.sources import registry
 from exportpipe.sources.base import (
     ClientContext,
+    Recovery,
+    Replayable,
     ResultStream,
     SourceClient,
     SourceSpec,
@@ -70,6 +76,7 @@ __all__ = [
     "CrashError",
     "Execution",
     "FakeClock",
+    "FakeDefinition",
     "FakeExport",
     "FakeFile",
     "FakeSourceClient",
@@ -80,12 +87,11 @@ __all__ = [
     "RecordingEventBus",
     "RecordingWorkflow",
     "StoredObject",
-    "StubDefinition",
+    "fake_definition",
     "fake_deps",
     "fake_settings",
+    "fake_spec",
     "registered",
-    "stub_definition",
-    "stub_spec",
 ]
 
 P = ParamSpec("P")
@@ -789,8 +795,9 @@ class FakeSourceClient(_CanFail):
     """A source client over a scripted upstream (:class:`~exportpipe.sources.base.SourceClient`).
 
     Exports are created PENDING, with ids ``<source>-1``, ``<source>-2``…; the test moves them on with
-    :meth:`finish` (READY with its files) or :meth:`set_state`. A download of an export that is no
-    longer READY is refused (UpstreamError 404), as an expired or canceled export's is. ``calls``
+    :meth:`finish` (READY with its files) or :meth:`set_state`; :meth:`replay_export` runs one again
+    (PENDING, same id). A download of an export that is no longer READY is refused (UpstreamError
+    404), as an expired or canceled export's is. ``calls``
     lists every call as (operation, argument), failed ones included; one client serves every
     ``client_for`` (``closed`` counts its closes). Planted failures (:meth:`fail`) are raised when the
     call is made, before it does anything. ``created_at`` of an export is ``clock``'s time, if given.
@@ -798,19 +805,13 @@ class FakeSourceClient(_CanFail):
 
     def __init__(
         self,
-        source: str = "stub",
+        source: str = "fake",
         *,
-        file_extension: str = "csv",
-        file_format: str = "csv",
-        content_type: str = "text/csv",
         timezone: str | None = "UTC",
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.source = source
         self.clock = clock
-        self.file_extension = file_extension
-        self.file_format = file_format
-        self.content_type = content_type
         self.timezone = timezone
         self.exports: dict[str, FakeExport] = {}
         self.files: dict[str, FakeFile] = {}
@@ -880,6 +881,12 @@ class FakeSourceClient(_CanFail):
             raise UpstreamError(f"no export {upstream_id}", status=404)
         return self.exports[upstream_id].snapshot()
 
+    def replay_export(self, upstream_id: str) -> UpstreamExport:
+        self._call("replay_export", upstream_id)
+        export = self.exports[upstream_id]
+        export.state, export.raw_state, export.result_urls = UpstreamState.PENDING, "Replayed", []
+        return export.snapshot()
+
     def cancel_export(self, upstream_id: str) -> bool:
         self._call("cancel_export", upstream_id)
         export = self.exports.get(upstream_id)
@@ -898,7 +905,7 @@ class FakeSourceClient(_CanFail):
             ResultStream(
                 chunks=self._chunks(served),
                 content_length=served.content_length,
-                content_type=self.content_type,
+                content_type="application/octet-stream",
             )
         )
 
@@ -917,31 +924,43 @@ class FakeSourceClient(_CanFail):
         self.closed += 1
 
 
-class StubDefinition(DefinitionBase):
-    """The stub source's definition: nothing but the base's fields; one export covers a week."""
+CSV = ResultFormat(extension="csv", content_type="text/csv", checker="csv")
+JSON = ResultFormat(extension="json", content_type="application/json", checker="json")
 
-    source: Literal["stub"]
+
+class FakeDefinition(DefinitionBase):
+    """The fake source's definition: the base's fields and a result format (CSV or JSON); one
+    export covers a week."""
+
+    source: Literal["fake"]
+    format: Literal["csv", "json"] = "csv"
     longest_window: ClassVar[timedelta] = timedelta(days=7)
 
+    @property
+    def result_format(self) -> ResultFormat:
+        return JSON if self.format == "json" else CSV
 
-def stub_definition(
-    name: str = "stub-things", *, start: str = "2026-11-20T00:00:00Z", **fields: Any
+
+def fake_definition(
+    name: str = "fake-things", *, start: str = "2026-11-20T00:00:00Z", **fields: Any
 ) -> dict[str, Any]:
-    """A definition payload of the stub source."""
-    return {"source": "stub", "name": name, "start": start, **fields}
+    """A definition payload of the fake source."""
+    return {"source": "fake", "name": name, "start": start, **fields}
 
 
-def stub_spec(
-    client: SourceClient[Any], *, source: str = "stub", definition: type[DefinitionBase] = StubDefinition
+def fake_spec(
+    client: SourceClient[Any], *, definition: type[DefinitionBase] = FakeDefinition, **changes: Any
 ) -> SourceSpec:
-    """A source spec whose client, whatever the context, is ``client``."""
-    return SourceSpec(
-        source=source,
+    """The fake source's spec (its source id is ``client.source``), whose client, whatever the
+    connection, is ``client``; ``changes``: other fields of the spec (``poll``, ``recovery``…)."""
+    spec = SourceSpec(
+        source=client.source,
         definition=definition,
         make_client=lambda _context: client,
-        connection_setting=f"{source.upper()}_SECRET_ARN",
-        allowed_hosts=(f"files.{source}.example",),
+        connection_setting=f"{client.source.upper()}_SECRET_ARN",
+        allowed_hosts=(f"files.{client.source}.example",),
     )
+    return dataclasses.replace(spec, **changes)
 
 
 @contextmanager
@@ -980,29 +999,43 @@ def fake_deps(
     publisher: EventBus | None = None,
     clock: Callable[[], datetime] | None = None,
     remaining_seconds: Callable[[], float] | None = None,
+    secrets: Mapping[str, dict[str, Any]] | None = None,
     **settings: Any,
 ) -> Deps:
     """Deps of fakes: each port given, or a new fake; the store on ``clock`` (a new FakeClock).
 
-    ``client`` serves every source; without one, each source's client is built by its registered
-    spec (``make_client``) from a context with empty credentials."""
+    ``client`` serves every connection. Without one, a connection's client is built by its source's
+    registered spec, as :func:`~exportpipe.sources.registry.build_client` builds it: from the
+    connection's secret in ``secrets`` (by the id the registry names; no ``secrets``: empty
+    credentials), and a REPLAY source's client must be able to replay. ``read_secret`` reads
+    ``secrets`` (ConfigurationError for a secret not there)."""
     clock = clock or FakeClock()
     bucket = bucket if bucket is not None else InMemoryBucket()
-    resolved = fake_settings(results_bucket=bucket.name, **settings)
+    resolved = fake_settings(**{"results_bucket": bucket.name, **settings})
 
-    def client_for(source: str) -> SourceClient[Any]:
+    def read_secret(secret_id: str) -> dict[str, Any]:
+        if secrets is None or secret_id not in secrets:
+            raise ConfigurationError(f"secret {secret_id} does not exist")
+        return dict(secrets[secret_id])
+
+    def client_for(connection: Connection) -> SourceClient[Any]:
         if client is not None:
             return client
-        spec = registry.SOURCES.get(source)
-        if spec is None:
-            raise ConfigurationError(f"no client for source {source!r}")
+        spec = registry.spec_for(connection.source)
+        secret = registry.connection_secret(connection, resolved)
         context = ClientContext(
             settings=resolved,
-            credentials={},
+            credentials=read_secret(secret) if secrets is not None else {},
             allowed_hosts=(*spec.allowed_hosts, *resolved.allowed_download_hosts),
             remaining_seconds=remaining_seconds,
         )
-        return spec.make_client(context)
+        built = spec.make_client(context)
+        if spec.recovery is Recovery.REPLAY and not isinstance(built, Replayable):
+            built.close()
+            raise ConfigurationError(
+                f"source {connection.source!r} recovers by replay but its client cannot replay"
+            )
+        return built
 
     return Deps(
         settings=resolved,
@@ -1013,4 +1046,5 @@ def fake_deps(
         client_for=client_for,
         clock=clock,
         remaining_seconds=remaining_seconds,
+        read_secret=read_secret,
     )

@@ -5,8 +5,10 @@ fakes honest: a unit test of a service that passes against a fake would pass aga
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,17 +16,31 @@ from typing import Any
 import boto3
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
-from exportpipe_dev.fakes import FakeClock, InMemoryBucket, InMemoryJobStore, RecordingWorkflow
+from exportpipe_dev.fakes import (
+    FakeClock,
+    FakeSourceClient,
+    InMemoryBucket,
+    InMemoryJobStore,
+    RecordingWorkflow,
+    fake_deps,
+    fake_settings,
+    fake_spec,
+    registered,
+)
 from exportpipe_dev.local.template import Template
 from moto import mock_aws
 
 from exportpipe.adapters.bucket import S3ResultsBucket
+from exportpipe.adapters.secrets import clear_secret_cache
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.adapters.workflow import StepFunctionsWorkflow
-from exportpipe.errors import DownloadIncompleteError, JobNotFoundError, TransitionError
+from exportpipe.errors import ConfigurationError, DownloadIncompleteError, JobNotFoundError, TransitionError
+from exportpipe.models.connection import Connection
 from exportpipe.models.definition import Window
 from exportpipe.models.job import STALE_CLAIM, TRANSITIONS, Job, JobStatus, Transition, job_id_for
 from exportpipe.ports import JobStore, ResultsBucket, Workflow
+from exportpipe.sources.base import ClientContext, Recovery
+from exportpipe.sources.registry import build_client
 from tests.conftest import ROOT
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
@@ -628,3 +644,57 @@ def test_an_execution_is_started_once_per_name(flows: Flows) -> None:
     assert workflow.running(first) is False and workflow.running(other) is True
     assert workflow.start("job-1", "job-1") == first and workflow.running(first) is False  # not again
     assert workflow.running(first.replace("job-1", "job-9")) is None
+
+
+# ---- clients by connection -----------------------------------------------------------------------
+
+
+def test_fake_deps_builds_a_connections_client_as_the_registry_does(aws: None) -> None:
+    """The same spec, the same secrets: fake_deps hands the spec's client the context build_client
+    does (credentials by connection, hosts), and refuses what it refuses."""
+    secrets = {"arn:fake-default": {"user": "default"}, "exportpipe/fake/emea": {"user": "emea"}}
+    manager = boto3.client("secretsmanager", region_name="us-east-1")
+    for name, value in secrets.items():
+        manager.create_secret(Name=name, SecretString=json.dumps(value))
+    contexts: list[ClientContext] = []
+    client = FakeSourceClient()
+    spec = dataclasses.replace(fake_spec(client), make_client=lambda c: contexts.append(c) or client)
+    settings = fake_settings(
+        secret_arns={"FAKE_SECRET_ARN": "arn:fake-default"}, download_hosts="extra.example"
+    )
+    deps = fake_deps(secrets=secrets, **settings.model_dump())
+    connections = [Connection("fake"), Connection("fake", "emea")]
+    with registered(spec):
+        try:
+            for connection in connections:
+                build_client(connection, settings, manager)
+                deps.client_for(connection)
+            for build in (lambda c: build_client(c, settings, manager), deps.client_for):
+                with pytest.raises(ConfigurationError, match="does not exist"):
+                    build(Connection("fake", "nowhere"))
+        finally:
+            clear_secret_cache()
+    real, fake = contexts[0::2], contexts[1::2]
+    assert (
+        [c.credentials for c in fake]
+        == [c.credentials for c in real]
+        == [{"user": "default"}, {"user": "emea"}]
+    )
+    assert [c.allowed_hosts for c in fake] == [c.allowed_hosts for c in real]
+    assert real[0].allowed_hosts == ("files.fake.example", "extra.example")
+    assert deps.read_secret("exportpipe/fake/emea") == {"user": "emea"}
+    closed: list[str] = []
+
+    class CannotReplay:
+        source = "fake"
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    with registered(
+        dataclasses.replace(spec, recovery=Recovery.REPLAY, make_client=lambda c: CannotReplay())
+    ):
+        for build in (lambda c: build_client(c, settings, manager), deps.client_for):
+            with pytest.raises(ConfigurationError, match="replay"):
+                build(Connection("fake"))
+    assert closed == ["closed", "closed"]

@@ -3,8 +3,8 @@ decision logic of each use case, with a clock the test moves and an upstream it 
 tier runs in a few seconds; the moto-backed functional and end-to-end tiers check the same flows
 through the AWS adapters and the real state machine.
 
-Every test here uses the stub source (``exportpipe_dev.fakes.StubDefinition``), registered for the
-test: the services know it only through the registry, as they know Pardot.
+Every test here uses the fake source (``exportpipe_dev.fakes.FakeDefinition``, CSV by default),
+registered for the test: the services know it only through the registry, as they know Pardot.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from exportpipe_dev.fakes import (
     InMemoryJobStore,
     RecordingEventBus,
     RecordingWorkflow,
+    fake_definition,
     fake_deps,
+    fake_spec,
     registered,
-    stub_definition,
-    stub_spec,
 )
 
 from exportpipe.models.job import Job
@@ -69,7 +69,7 @@ class World:
         """A schedule tick now (or the event given)."""
         if not ({"window", "until", "scheduled_time"} & set(event)):
             event["scheduled_time"] = self.clock().isoformat()
-        return start_export({"definition": definition or stub_definition(), **event}, self.deps)
+        return start_export({"definition": definition or fake_definition(), **event}, self.deps)
 
     def check(self, job_id: str, attempt: int = 0, **event: Any) -> dict[str, Any]:
         return dict(check_status({"job_id": job_id, "attempt": attempt, **event}, self.deps))
@@ -139,5 +139,5 @@ def world() -> Iterator[World]:
     deps = fake_deps(
         client=client, store=store, bucket=bucket, workflow=workflow, publisher=events, clock=clock
     )
-    with registered(stub_spec(client)):
+    with registered(fake_spec(client)):
         yield World(clock, client, store, bucket, workflow, events, deps)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from exportpipe_dev.fakes import fake_spec, registered
 
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
 from exportpipe.models.job import JobStatus
 from exportpipe.services.receive_webhook import receive_completion
-from exportpipe.sources.base import UpstreamState
+from exportpipe.sources.base import PollPolicy, Recovery, UpstreamState
 from exportpipe.webhooks import Completion
 from tests.unit.services.conftest import CSV_1, CSV_2, FAILED, World
 
@@ -58,7 +59,7 @@ def test_a_ready_export_makes_the_job_ready_with_its_files(world: World) -> None
 def test_a_job_made_ready_by_a_webhook_is_not_polled(world: World) -> None:
     job_id = world.started()
     upstream_id = str(world.job(job_id).upstream_id)
-    receive_completion(world.deps, "stub", Completion("evt-1", upstream_id, ["https://files.stub.example/x"]))
+    receive_completion(world.deps, "fake", Completion("evt-1", upstream_id, ["https://files.fake.example/x"]))
     polls = world.client.count("get_export")
     assert world.check(job_id, 1)["status"] == "READY" and world.client.count("get_export") == polls
 
@@ -68,7 +69,7 @@ def test_an_export_canceled_upstream_ends_the_job_canceled(world: World) -> None
     world.client.set_state(UpstreamState.CANCELED)
     assert world.check(job_id)["status"] == "CANCELED"
     assert [d["status"] for d in world.events.details(FAILED)] == ["CANCELED"]
-    assert "active_job" not in world.store.definition_state("stub-things")
+    assert "active_job" not in world.store.definition_state("fake-things")
 
 
 @pytest.mark.parametrize(
@@ -87,9 +88,9 @@ def test_an_export_that_failed_or_expired_is_created_again_a_bounded_number_of_t
         out = world.check(job_id, 5)
         job = world.job(job_id)
         assert (out["status"], out["attempt"], out["wait_seconds"]) == ("EXPORTING", 0, 30)
-        assert job.upstream_id == f"stub-{n + 1}" and getattr(job, counter) == n and job.poll_attempts == 0
-        assert f"created again as stub-{n + 1} ({n}/2)" in str(job.history[-1].reason)
-        assert world.store.find_by_upstream("stub", f"stub-{n + 1}") == job
+        assert job.upstream_id == f"fake-{n + 1}" and getattr(job, counter) == n and job.poll_attempts == 0
+        assert f"created again as fake-{n + 1} ({n}/2)" in str(job.history[-1].reason)
+        assert world.store.find_by_upstream("fake", f"fake-{n + 1}") == job
     world.client.set_state(state)
     assert world.check(job_id, 1)["status"] == ends.value
     job = world.job(job_id)
@@ -104,7 +105,7 @@ def test_a_refused_re_create_keeps_the_old_export_and_waits(world: World) -> Non
     out = world.check(job_id, 2)
     job = world.job(job_id)
     assert (out["status"], out["attempt"], out["wait_seconds"]) == ("EXPORTING", 2, 1200)
-    assert job.upstream_id == "stub-1" and job.recreates == 0 and job.rate_limited == 1
+    assert job.upstream_id == "fake-1" and job.recreates == 0 and job.rate_limited == 1
     world.client.fail("create_export", UpstreamUnavailableError("503"))
     assert world.check(job_id, 2)["wait_seconds"] == 120  # an outage: the backoff of the 3rd check
 
@@ -165,7 +166,7 @@ def test_a_deferred_create_is_made_by_the_workflow_when_its_wait_is_over(
     world.clock.advance(2)
     out = world.check(job_id)
     assert (out["status"], out["attempt"], out["wait_seconds"]) == ("EXPORTING", 0, 30)
-    assert world.job(job_id).upstream_id == "stub-1" and world.client.count("create_export") == 2
+    assert world.job(job_id).upstream_id == "fake-1" and world.client.count("create_export") == 2
 
 
 def test_a_deferred_create_refused_again_waits_again(world: World) -> None:
@@ -262,3 +263,36 @@ def test_a_failure_event_that_was_refused_is_sent_by_the_next_report(world: Worl
     world.record_failure(job_id, "States.Timeout")
     assert [json.dumps(d["status"]) for d in world.events.details(FAILED)] == ['"FAILED"']
     assert world.job(job_id).event_sent
+
+
+# ---- what the source's spec declares -------------------------------------------------------------
+
+
+def test_the_waits_are_the_sources_poll_policy_within_the_deployments_ceiling(world: World) -> None:
+    with registered(fake_spec(world.client, poll=PollPolicy(base=5, factor=3, max=100))):
+        job_id = world.started()
+        waits = [world.check(job_id, n)["wait_seconds"] for n in range(5)]
+        assert waits == [5, 15, 45, 100, 100]
+        world.configure(poll_max_seconds=20)
+        assert world.check(job_id, 4)["wait_seconds"] == 20
+
+
+def test_a_source_that_replays_runs_the_failed_export_again_instead_of_creating_one(world: World) -> None:
+    with registered(fake_spec(world.client, recovery=Recovery.REPLAY)):
+        job_id = world.started()
+        world.client.set_state(UpstreamState.FAILED)
+        out = world.check(job_id, 3)
+        job = world.job(job_id)
+        assert (out["status"], out["attempt"]) == ("EXPORTING", 0)
+        assert job.upstream_id == "fake-1" and job.recreates == 1 and world.client.count("create_export") == 1
+        assert world.client.count("replay_export") == 1 and "replayed as fake-1 (1/2)" in str(job.reason)
+        world.deliver(job_id, CSV_1)
+
+
+def test_a_source_that_cannot_recover_ends_the_job_with_the_reason(world: World) -> None:
+    with registered(fake_spec(world.client, recovery=Recovery.NONE)):
+        job_id = world.started()
+        world.client.set_state(UpstreamState.EXPIRED)
+        assert world.check(job_id, 3)["status"] == "EXPIRED"
+        assert "cannot recover a failed or expired upstream export" in str(world.job(job_id).reason)
+        assert world.client.count("create_export") == 1 and world.client.count("replay_export") == 0

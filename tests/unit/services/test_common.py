@@ -66,9 +66,9 @@ def test_ending_a_job_whose_settle_failed_is_finished_by_the_retry(world: World)
     world.store.fail("settle", RuntimeError("DynamoDB throttled"))
     with pytest.raises(RuntimeError):
         end_unsuccessfully(world.deps, job_id, JobStatus.FAILED, "gave up")
-    assert "active_job" in world.store.definition_state("stub-things") and world.events.details(FAILED) == []
+    assert "active_job" in world.store.definition_state("fake-things") and world.events.details(FAILED) == []
     end_unsuccessfully(world.deps, job_id, JobStatus.FAILED, "gave up")
-    assert "active_job" not in world.store.definition_state("stub-things")
+    assert "active_job" not in world.store.definition_state("fake-things")
     assert len(world.events.details(FAILED)) == 1
 
 
@@ -99,7 +99,7 @@ def test_re_creating_an_export_is_bounded_by_the_setting(world: World) -> None:
     world.configure(max_recreates=1)
     job = world.job(world.started())
     again = recreate_upstream(world.deps, job, why="upstream said Failed", counter="recreates")
-    assert again is not None and again.upstream_id == "stub-2" and again.recreates == 1
+    assert again is not None and again.upstream_id == "fake-2" and again.recreates == 1
     assert recreate_upstream(world.deps, again, why="again", counter="recreates") is None
     assert recreate_upstream(world.deps, again, why="expired", counter="reexports") is not None
     assert world.client.closed == world.client.count("create_export")  # each client closed after use

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from exportpipe_dev.fakes import CrashError
+from exportpipe_dev.fakes import CrashError, fake_definition
 
 from exportpipe.errors import (
     DownloadIncompleteError,
@@ -34,7 +34,7 @@ def test_every_file_lands_then_the_manifest(world: World) -> None:
     assert world.bucket.body(f"{folder}/part-00002.csv") == CSV_2
     manifest = world.manifest(job_id)
     job = world.job(job_id)
-    assert manifest["job_id"] == job_id and manifest["upstream_id"] == "stub-1"
+    assert manifest["job_id"] == job_id and manifest["upstream_id"] == "fake-1"
     assert (manifest["format"], manifest["timezone"]) == ("csv", "UTC")
     assert manifest["window"] == job.window.model_dump(mode="json")
     assert [(f["bytes"], f["sha256"], f["records"]) for f in manifest["files"]] == [
@@ -44,8 +44,8 @@ def test_every_file_lands_then_the_manifest(world: World) -> None:
     assert manifest["totals"] == {"files": 2, "bytes": len(CSV_1) + len(CSV_2), "records": 3}
     # then the job is delivered, the window done, the definition free, and consumers told
     assert job.status is JobStatus.DELIVERED and job.manifest_key == key and job.event_sent
-    assert world.store.watermark("stub-things") == job.window.end
-    assert "active_job" not in world.store.definition_state("stub-things")
+    assert world.store.watermark("fake-things") == job.window.end
+    assert "active_job" not in world.store.definition_state("fake-things")
     [event] = world.events.details(DELIVERED)
     assert event["manifest_uri"] == f"s3://{world.bucket.name}/{key}" and event["totals"]["records"] == 3
 
@@ -166,12 +166,12 @@ def test_files_that_expired_before_the_copy_are_exported_again(world: World) -> 
     out = world.copy(job_id)
     job = world.job(job_id)
     assert (out["status"], out["attempt"], out["wait_seconds"]) == ("EXPORTING", 0, 30)
-    assert job.upstream_id == "stub-2" and job.reexports == 1 and job.files == [] and job.result_urls == []
+    assert job.upstream_id == "fake-2" and job.reexports == 1 and job.files == [] and job.result_urls == []
     # the new export has one file: what the first one left is not part of the delivery
     world.deliver(job_id, CSV_3)
     assert world.landed(job_id) == ["_manifest.json", "part-00001.csv"]
     assert world.bucket.body(f"{world.folder(job_id)}/part-00001.csv") == CSV_3
-    assert world.manifest(job_id)["upstream_id"] == "stub-2"
+    assert world.manifest(job_id)["upstream_id"] == "fake-2"
 
 
 def test_files_that_keep_expiring_end_the_copy_with_the_reason(world: World) -> None:
@@ -275,3 +275,13 @@ def test_a_part_a_stale_copy_writes_into_a_failed_job_is_removed(world: World) -
     world.client.files[url].on_read = lambda: world.record_failure(job_id, "States.Timeout")
     out = world.copy(job_id)
     assert out["status"] == "FAILED" and world.landed(job_id) == []
+
+
+def test_the_files_land_in_the_format_the_definition_names(world: World) -> None:
+    rows = b'[{"id": 1}, {"id": 2}]'
+    job_id = world.ready(rows, definition=fake_definition(format="json"))
+    assert world.copy(job_id)["status"] == "DELIVERED"
+    assert world.landed(job_id) == ["_manifest.json", "part-00001.json"]
+    manifest = world.manifest(job_id)
+    assert (manifest["format"], manifest["files"][0]["content_type"]) == ("json", "application/json")
+    assert manifest["totals"]["records"] == 2  # counted as JSON

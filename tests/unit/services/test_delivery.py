@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from exportpipe_dev.fakes import stub_definition
+from exportpipe_dev.fakes import fake_definition
 
 from exportpipe.errors import ManifestConflictError, TransitionError
 from exportpipe.models.job import STALE_CLAIM, JobStatus
@@ -15,7 +15,7 @@ from exportpipe.models.layout import Manifest, manifest_key
 from exportpipe.services.delivery import discard, finish_if_committed
 from tests.unit.services.conftest import CSV_1, CSV_2, DELIVERED, World
 
-BACKFILL = stub_definition("stub-backfill", start="2026-11-01T00:00:00Z")  # 23 days: 4 windows of ≤ 7
+BACKFILL = fake_definition("fake-backfill", start="2026-11-01T00:00:00Z")  # 23 days: 4 windows of ≤ 7
 
 
 def test_a_backfill_goes_on_window_after_window_until_it_is_done(world: World) -> None:
@@ -25,7 +25,7 @@ def test_a_backfill_goes_on_window_after_window_until_it_is_done(world: World) -
         job = world.job(job_id)
         windows.append((job.window.start, job.window.end))
         world.deliver(job_id, CSV_1)
-        active = world.store.definition_state("stub-backfill").get("active_job")
+        active = world.store.definition_state("fake-backfill").get("active_job")
         if active is None:
             break
         job_id = str(active)
@@ -35,7 +35,7 @@ def test_a_backfill_goes_on_window_after_window_until_it_is_done(world: World) -
     end = datetime(2026, 11, 24, 11, 55, tzinfo=UTC)
     bounds = [start, start + day, start + 2 * day, start + 3 * day, end]
     assert windows == list(pairwise(bounds))
-    assert world.store.watermark("stub-backfill") == end
+    assert world.store.watermark("fake-backfill") == end
     assert len(world.events.details(DELIVERED)) == 4 and world.client.count("create_export") == 4
 
 
@@ -57,7 +57,7 @@ def test_an_event_that_failed_after_the_manifest_is_sent_by_the_retry(world: Wor
         world.copy(job_id)
     job = world.job(job_id)
     assert job.status is JobStatus.DELIVERED and not job.event_sent
-    assert world.store.watermark("stub-things") == job.window.end
+    assert world.store.watermark("fake-things") == job.window.end
     assert world.copy(job_id)["status"] == "DELIVERED"
     world.copy(job_id)
     assert len(world.events.details(DELIVERED)) == 1 and world.job(job_id).event_sent
@@ -66,7 +66,7 @@ def test_an_event_that_failed_after_the_manifest_is_sent_by_the_retry(world: Wor
 def test_a_manifest_of_another_export_in_the_folder_is_never_overwritten(world: World) -> None:
     job_id = world.ready(CSV_1)
     key = manifest_key(world.folder(job_id))
-    earlier = world.job(job_id).model_copy(update={"upstream_id": "stub-0"})  # of an earlier export
+    earlier = world.job(job_id).model_copy(update={"upstream_id": "fake-0"})  # of an earlier export
     foreign = Manifest.build(earlier, [], fmt="csv", timezone=None, delivered_at=world.clock())
     world.bucket.put_new(key, foreign.model_dump_json().encode(), content_type="application/json")
     with pytest.raises(ManifestConflictError):
@@ -90,7 +90,7 @@ def test_a_manifest_written_by_code_that_predates_commits_is_the_delivery(world:
 def test_a_manifest_of_an_earlier_export_of_the_job_is_not_its_delivery(world: World) -> None:
     job_id = world.ready(CSV_1)
     job = world.store.transition(job_id, JobStatus.COPYING)
-    earlier = job.model_copy(update={"upstream_id": "stub-0"})
+    earlier = job.model_copy(update={"upstream_id": "fake-0"})
     stale = Manifest.build(earlier, [], fmt="csv", timezone=None, delivered_at=world.clock())
     world.bucket.put_new(
         manifest_key(world.folder(job_id)), stale.model_dump_json().encode(), content_type="x"

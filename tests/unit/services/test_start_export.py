@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from exportpipe_dev.fakes import CrashError, stub_definition
+from exportpipe_dev.fakes import CrashError, fake_definition
 
 from exportpipe.errors import (
     InvalidDefinitionError,
@@ -24,14 +24,14 @@ START = datetime(2026, 11, 20, tzinfo=UTC)
 def test_the_first_tick_exports_from_the_start_up_to_now_minus_the_lag(world: World) -> None:
     out = world.start()
     job = world.job(out["job_id"])
-    assert out["status"] == "EXPORTING" and out["upstream_id"] == "stub-1" == job.upstream_id
+    assert out["status"] == "EXPORTING" and out["upstream_id"] == "fake-1" == job.upstream_id
     assert (job.window.start, job.window.end) == (START, NOW - timedelta(minutes=5))
     assert job.status is JobStatus.EXPORTING and job.moves_watermark and job.attempt == 1
     assert world.client.calls == [("create_export", f"{START.isoformat()}/{job.window.end.isoformat()}")]
     # its poll workflow, named after the job, is started and recorded on it
     [execution] = world.workflow.of_job(job.job_id)
     assert execution.name == job.job_id and job.execution_arn == execution.arn == out["execution_arn"]
-    assert world.store.definition_state("stub-things")["active_job"] == job.job_id
+    assert world.store.definition_state("fake-things")["active_job"] == job.job_id
 
 
 def test_the_next_tick_starts_where_the_last_delivery_ended(world: World) -> None:
@@ -39,14 +39,14 @@ def test_the_next_tick_starts_where_the_last_delivery_ended(world: World) -> Non
     world.deliver(first, CSV_1)
     world.clock.advance(hours=1)
     second = world.job(world.started())
-    assert second.window.start == world.job(first).window.end == world.store.watermark("stub-things")
+    assert second.window.start == world.job(first).window.end == world.store.watermark("fake-things")
     assert second.window.end == NOW + timedelta(hours=1) - timedelta(minutes=5)
 
 
 def test_a_tick_with_nothing_new_is_up_to_date(world: World) -> None:
     world.deliver(world.started(), CSV_1)
     out = world.start()
-    assert out == {"status": "UP_TO_DATE", "definition": "stub-things"}
+    assert out == {"status": "UP_TO_DATE", "definition": "fake-things"}
     assert world.client.count("create_export") == 1
 
 
@@ -90,7 +90,7 @@ def test_a_lease_held_by_a_job_that_ended_is_freed_and_its_window_tried_again(wo
     out = world.start()
     job = world.job(out["job_id"])
     assert out["status"] == "EXPORTING" and job.attempt == 2 and job.job_id.endswith("-a2")
-    assert job.window.start == START and world.store.failed_attempts("stub-things", START) == 1
+    assert job.window.start == START and world.store.failed_attempts("fake-things", START) == 1
 
 
 def test_a_redelivered_event_of_a_window_whose_job_ended_tries_the_window_again(world: World) -> None:
@@ -101,7 +101,7 @@ def test_a_redelivered_event_of_a_window_whose_job_ended_tries_the_window_again(
         world.record_failure(first, "States.Timeout")
     out = world.start(**event)  # the same window: its first attempt's job exists, and ended
     assert out["status"] == "EXPORTING" and world.job(out["job_id"]).attempt == 2
-    assert world.store.failed_attempts("stub-things", START) == 1
+    assert world.store.failed_attempts("fake-things", START) == 1
 
 
 def test_a_lease_whose_job_record_expired_is_freed(world: World) -> None:
@@ -145,7 +145,7 @@ def test_a_refused_create_waits_keeping_its_job_and_lease(
     assert out["status"] == "REQUESTED" and "waiting to create the upstream export" in out["reason"]
     assert job.status is JobStatus.REQUESTED and job.rate_limited == 1
     assert world.store.claimable_at(job) == NOW + timedelta(seconds=wait)
-    assert world.store.definition_state("stub-things")["active_job"] == job.job_id
+    assert world.store.definition_state("fake-things")["active_job"] == job.job_id
     # its workflow is started anyway: it creates the export when the wait is over
     assert [e.name for e in world.workflow.of_job(job.job_id)] == [job.job_id]
     # a tick (or a re-delivery) before then calls nothing; one after resumes the same job
@@ -170,8 +170,8 @@ def test_refusals_in_a_row_end_the_job_failed(world: World) -> None:
     assert out["status"] == "FAILED" == job.status.value
     assert "refused to create the export 3 times in a row" in str(job.reason)
     assert [d["status"] for d in world.events.details(FAILED)] == ["FAILED"]
-    assert "active_job" not in world.store.definition_state("stub-things")
-    assert world.store.failed_attempts("stub-things", START) == 1
+    assert "active_job" not in world.store.definition_state("fake-things")
+    assert world.store.failed_attempts("fake-things", START) == 1
 
 
 def test_a_create_refused_for_good_fails_the_job(world: World) -> None:
@@ -188,7 +188,7 @@ def test_a_create_refused_for_good_fails_the_job(world: World) -> None:
 
 def test_an_invalid_definition_fails_before_any_call(world: World) -> None:
     with pytest.raises(InvalidDefinitionError, match="lag_minutes"):
-        world.start(stub_definition(lag_minutes=-1))
+        world.start(fake_definition(lag_minutes=-1))
     assert world.store.jobs() == [] and world.client.calls == []
 
 
@@ -197,7 +197,7 @@ def test_a_rerun_of_an_explicit_window_does_not_move_the_watermark(world: World)
     job_id = world.started(window=window)
     assert world.job(job_id).moves_watermark is False
     world.deliver(job_id, CSV_1)
-    assert world.store.watermark("stub-things") is None
+    assert world.store.watermark("fake-things") is None
     assert world.job(world.started()).window.start == START  # the schedule goes on from where it was
 
 

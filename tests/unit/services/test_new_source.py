@@ -23,20 +23,27 @@ from exportpipe_dev.fakes import (
 )
 
 from exportpipe.errors import InvalidDefinitionError
-from exportpipe.models.definition import DefinitionBase, Window, parse_definition
+from exportpipe.models.definition import DefinitionBase, ResultFormat, Window, parse_definition
 from exportpipe.models.job import JobStatus
 from exportpipe.models.layout import manifest_key
 from exportpipe.services.check_status import check_status
 from exportpipe.services.copy_result import copy_result
 from exportpipe.services.start_export import start_export
 from exportpipe.sources import registry
-from exportpipe.sources.base import ClientContext, ResultStream, SourceSpec, UpstreamExport, UpstreamState
+from exportpipe.sources.base import (
+    ClientContext,
+    PollPolicy,
+    ResultStream,
+    SourceSpec,
+    UpstreamExport,
+    UpstreamState,
+)
 
 ENTRIES = [{"id": 1, "amount": "12.50"}, {"id": 2, "amount": "7.00"}, {"id": 3, "amount": "1.25"}]
 
 
 class LedgerDefinition(DefinitionBase):
-    """The ledger's entries of one account; one export covers a day."""
+    """The ledger's entries of one account, as JSON; one export covers a day."""
 
     source: Literal["ledger"]
     account: str
@@ -45,14 +52,15 @@ class LedgerDefinition(DefinitionBase):
     def default_dataset(self) -> str:
         return "entries"
 
+    @property
+    def result_format(self) -> ResultFormat:
+        return ResultFormat(extension="json", content_type="application/json", checker="json")
+
 
 class LedgerClient:
     """A ledger upstream that is ready on its second poll, with one JSON file per export."""
 
     source = "ledger"
-    file_extension = "json"
-    file_format = "json"
-    content_type = "application/json"
 
     def __init__(self, context: ClientContext, upstream: dict[str, Any]) -> None:
         self.context = context
@@ -103,6 +111,7 @@ def ledger() -> Iterator[dict[str, Any]]:
         make_client=make_client,
         connection_setting="LEDGER_SECRET_ARN",
         allowed_hosts=("files.ledger.example",),
+        poll=PollPolicy(base=10),
     )
     with registered(spec):
         yield upstream
@@ -128,7 +137,7 @@ def test_a_source_added_in_a_test_runs_through_the_services_unchanged(ledger: di
     assert store.get(job_id).window.length == timedelta(days=1)  # the source's own longest window
 
     pending = check_status({"job_id": job_id, "attempt": 0}, deps)
-    assert (pending["status"], pending["wait_seconds"]) == ("EXPORTING", 30)
+    assert (pending["status"], pending["wait_seconds"]) == ("EXPORTING", 10)  # the source's own policy
     clock.advance(pending["wait_seconds"])
     ready = check_status({"job_id": job_id, "attempt": pending["attempt"]}, deps)
     assert ready["status"] == "READY"
