@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ from exportpipe.models.layout import export_prefix, manifest_key
 from exportpipe.runtime import Deps
 from exportpipe.services.check_status import check_status
 from exportpipe.services.copy_result import copy_result
-from exportpipe.services.start_export import start_export
+from exportpipe.services.start_export import continue_backfill, start_export
 
 DELIVERED = "Export Delivered"
 FAILED = "Export Failed"
@@ -50,6 +50,7 @@ class World:
     workflow: RecordingWorkflow
     events: RecordingEventBus
     deps: Deps
+    continued: list[dict[str, Any]] = field(default_factory=list)
 
     def configure(self, **settings: Any) -> None:
         """The same fakes under other settings (``poll_max_attempts=2``...)."""
@@ -72,7 +73,8 @@ class World:
         return start_export({"definition": definition or fake_definition(), **event}, self.deps)
 
     def check(self, job_id: str, attempt: int = 0, **event: Any) -> dict[str, Any]:
-        return dict(check_status({"job_id": job_id, "attempt": attempt, **event}, self.deps))
+        task = {"job_id": job_id, "attempt": attempt, "workflow_starts_next_window": True, **event}
+        return self._then(dict(check_status(task, self.deps)))
 
     def record_failure(self, job_id: str, error_type: str, message: str = "boom") -> dict[str, Any]:
         """The workflow's failure recorder, after a task failed with ``error_type``."""
@@ -80,7 +82,19 @@ class World:
         return self.check(job_id, 3, error={"Error": error_type, "Cause": cause})
 
     def copy(self, job_id: str) -> dict[str, Any]:
-        return dict(copy_result({"job_id": job_id}, self.deps))
+        return self._then(
+            dict(copy_result({"job_id": job_id, "workflow_starts_next_window": True}, self.deps))
+        )
+
+    def _then(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The workflow's Delivered state after a delivery: start_export continues a backfill (a
+        failure is caught, as the state machine's Catch does: the next tick goes on)."""
+        if answer["status"] == "DELIVERED":
+            try:
+                self.continued.append(continue_backfill({"continue_after": answer["job_id"]}, self.deps))
+            except Exception as exc:
+                self.continued.append({"error": repr(exc)})
+        return answer
 
     # ---- getting somewhere -----------------------------------------------------------------
 
