@@ -15,8 +15,8 @@ from exportpipe_dev.local import LocalStack
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.adapters.store import DynamoJobStore
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import Job, JobStatus, job_id_for
+from exportpipe.sources.registry import parse_definition
 
 pytestmark = pytest.mark.e2e
 

@@ -121,8 +121,8 @@ def _backfill(context: Ctx, name: str) -> tuple[str, str]:
     """A backfill of two windows started with today's event: the first job's id and the next one's."""
     from datetime import UTC, datetime, timedelta
 
-    from exportpipe.models.definition import parse_definition
     from exportpipe.models.job import job_id_for
+    from exportpipe.sources.registry import parse_definition
 
     until = datetime(2026, 11, 1, tzinfo=UTC)
     definition = {

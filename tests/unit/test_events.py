@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from exportpipe.models.definition import parse_definition
 from exportpipe.services.check_status import CheckStatusEvent
 from exportpipe.services.copy_result import CopyResultEvent
 from exportpipe.services.start_export import ContinueEvent, StartExportEvent
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import EVENTS, load_event
 
 MODELS: dict[str, type[BaseModel]] = {

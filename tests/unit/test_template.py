@@ -142,7 +142,7 @@ def test_handlers_exist_where_the_template_says(template: Template) -> None:
 
 
 def test_schedules_carry_valid_definitions(template: Template) -> None:
-    from exportpipe.models.definition import parse_definition
+    from exportpipe.sources.registry import parse_definition
 
     props = template.function_properties("StartExportFunction")
     schedules = [e for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
@@ -630,7 +630,7 @@ def test_every_schedule_has_a_freshness_alarm_for_its_definition(template: Templ
     no longer running) is seen: each schedule's definition has an alarm on its WatermarkAgeSeconds
     that fires past 2 intervals + the lag (a healthy tick reads about one interval + the lag) and
     when no tick reports."""
-    from exportpipe.models.definition import parse_definition
+    from exportpipe.sources.registry import parse_definition
 
     freshness = {
         {d["Name"]: d["Value"] for d in a["Dimensions"]}["definition"]: (i, a)

@@ -23,7 +23,7 @@ from exportpipe_dev.fakes import (
 )
 
 from exportpipe.errors import InvalidDefinitionError
-from exportpipe.models.definition import DefinitionBase, ResultFormat, Window, parse_definition
+from exportpipe.models.definition import DefinitionBase, ResultFormat, Window
 from exportpipe.models.job import JobStatus
 from exportpipe.models.layout import manifest_key
 from exportpipe.services.check_status import check_status
@@ -38,6 +38,7 @@ from exportpipe.sources.base import (
     UpstreamExport,
     UpstreamState,
 )
+from exportpipe.sources.registry import parse_definition
 
 ENTRIES = [{"id": 1, "amount": "12.50"}, {"id": 2, "amount": "7.00"}, {"id": 3, "amount": "1.25"}]
 

@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus
 from exportpipe.models.tasks import CheckStatusEvent, TaskAnswer, WorkflowError
 from exportpipe.observability import logger
@@ -35,6 +34,7 @@ from exportpipe.services.common import (
 from exportpipe.services.delivery import discard, finish_if_committed, hand_over_next_window
 from exportpipe.services.start_export import RunningWorkflow, create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
+from exportpipe.sources.registry import parse_definition
 
 
 def check_status(event: Any, deps: Deps) -> TaskAnswer:

@@ -18,13 +18,12 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import IN_WORKFLOW, STALE_CLAIM, Job, JobStatus, upstream_ref
 from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
 from exportpipe.sources.base import PollPolicy, Recovery, Replayable, UpstreamExport
-from exportpipe.sources.registry import spec_for
+from exportpipe.sources.registry import parse_definition, spec_for
 
 M = TypeVar("M", bound=BaseModel)
 

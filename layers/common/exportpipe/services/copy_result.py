@@ -28,7 +28,6 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
 from exportpipe.models.tasks import CopyResultEvent, TaskAnswer
@@ -55,6 +54,7 @@ from exportpipe.services.delivery import (
     hand_over_next_window,
 )
 from exportpipe.sources.base import SourceClient, UpstreamState
+from exportpipe.sources.registry import parse_definition
 
 # A broken download or an upstream outage during the copy is tried again this many times in a row
 # (a file landed resets the count), after the poll loop's growing backoff, before the job fails; each

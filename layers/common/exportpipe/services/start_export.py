@@ -24,7 +24,7 @@ from exportpipe.errors import (
     TransitionError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import DefinitionBase, Window, parse_definition
+from exportpipe.models.definition import DefinitionBase, Window
 from exportpipe.models.job import (
     IN_WORKFLOW,
     MAX_WINDOW_ATTEMPTS,
@@ -46,6 +46,7 @@ from exportpipe.services.common import (
     refusal_wait,
     start_workflow,
 )
+from exportpipe.sources.registry import parse_definition
 
 
 class StartExportEvent(BaseModel):
