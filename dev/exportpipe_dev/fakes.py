@@ -421,6 +421,11 @@ class InMemoryJobStore(_CanFail):
             state = self._def(name)
             state.pop("failed_start", None)
             state.pop("failed_attempts", None)
+            state["retry_generation"] = int(state.get("retry_generation", 0)) + 1
+
+    @_faulty
+    def retry_generation(self, name: str) -> int:
+        return int(self._state(name).get("retry_generation", 0))
 
     @_faulty
     def failed_attempts(self, name: str, start: datetime) -> int:

@@ -383,10 +383,15 @@ def test_settle_counts_failed_attempts_per_window_start_forward_only(
     assert store.failed_attempts("contract", START + timedelta(days=1)) == 1
     store.settle(first.model_copy(update={"moves_watermark": False, "attempt": 4}))  # a re-run: not counted
     assert store.failed_attempts("contract", START + timedelta(days=1)) == 1
+    assert store.retry_generation("contract") == 0
     store.forget_failed_attempts("contract")
     assert store.failed_attempts("contract", START + timedelta(days=1)) == 0
+    assert store.retry_generation("contract") == 1
+    store.forget_failed_attempts("contract")
+    assert store.retry_generation("contract") == 2
     store.forget_failed_attempts("never-ran")
     assert store.failed_attempts("never-ran", START) == 0
+    assert store.retry_generation("never-ran") == 1
 
 
 def test_the_lease_is_released_only_by_its_holder(store: JobStore, clock: FakeClock) -> None:

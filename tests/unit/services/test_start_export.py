@@ -231,3 +231,28 @@ def test_a_window_that_ended_undelivered_is_tried_again_up_to_five_times(world: 
     # until an operator retries: the window's attempts are forgotten
     retried = world.start(retry=True)
     assert retried["status"] == "EXPORTING" and world.job(retried["job_id"]).attempt == 1
+
+
+def test_an_operator_retry_tries_a_capped_window_again_under_new_job_ids(world: World) -> None:
+    # GIVEN a definition catching up: its window is capped at the longest one export covers, so
+    # every tick plans exactly the same window (same start, same end, same job ids)
+    behind = fake_definition(start="2026-11-01T00:00:00Z")
+    ids = []
+    for _ in range(5):
+        world.client.fail("create_export", UpstreamError("export refused", status=400))
+        out = world.start(behind)
+        assert out["status"] == "FAILED"
+        ids.append(out["job_id"])
+        world.clock.advance(hours=1)
+    assert {(world.job(i).window.start, world.job(i).window.end) for i in ids} == {
+        (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 8, tzinfo=UTC))
+    }
+    assert world.start(behind)["status"] == "GAVE_UP"
+    # WHEN an operator retries after fixing the cause
+    retried = world.start(behind, retry=True)
+    # THEN the window is exported again, as attempt 1 of a new retry generation with an id of its own
+    assert retried["status"] == "EXPORTING" and retried["job_id"] not in ids
+    job = world.job(retried["job_id"])
+    assert (job.attempt, job.generation, job.window.start) == (1, 1, datetime(2026, 11, 1, tzinfo=UTC))
+    # AND the ended attempts keep their records
+    assert all(world.job(i).status is JobStatus.FAILED for i in ids)

@@ -171,10 +171,11 @@ def _start_window(
     the window's start, so a schedule's later ticks (same start, later end) count too.
     """
     first = 1 if explicit else deps.store.failed_attempts(definition.name, window.start) + 1
+    generation = deps.store.retry_generation(definition.name)
     for attempt in range(first, MAX_WINDOW_ATTEMPTS + 1):
         now = deps.clock()
         job = Job(
-            job_id=job_id_for(definition.name, window, attempt),
+            job_id=job_id_for(definition.name, window, attempt, generation),
             definition_name=definition.name,
             source=definition.source,
             dataset=definition.dataset_name,
@@ -183,6 +184,7 @@ def _start_window(
             until=max(until, window.end),
             moves_watermark=not explicit,
             attempt=attempt,
+            generation=generation,
             status=JobStatus.REQUESTED,
             created_at=now,
             updated_at=now,
@@ -212,7 +214,7 @@ def _start_window(
     return StartOutcome(
         "GAVE_UP",
         reason=f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
-        job_id=job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS),
+        job_id=job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS, generation),
     )
 
 
