@@ -15,7 +15,7 @@ from exportpipe.services.common import (
     backoff_seconds,
     end_unsuccessfully,
     ensure_workflow,
-    recreate_upstream,
+    recover_upstream,
     refusal_wait,
 )
 from tests.unit.services.conftest import CSV_1, FAILED, World
@@ -98,8 +98,8 @@ def test_a_job_without_a_workflow_gets_one_once_its_starter_is_surely_gone(world
 def test_re_creating_an_export_is_bounded_by_the_setting(world: World) -> None:
     world.configure(max_recreates=1)
     job = world.job(world.started())
-    again = recreate_upstream(world.deps, job, why="upstream said Failed", counter="recreates")
+    again = recover_upstream(world.deps, job, why="upstream said Failed", counter="recreates")
     assert again is not None and again.upstream_id == "fake-2" and again.recreates == 1
-    assert recreate_upstream(world.deps, again, why="again", counter="recreates") is None
-    assert recreate_upstream(world.deps, again, why="expired", counter="reexports") is not None
+    assert recover_upstream(world.deps, again, why="again", counter="recreates") is None
+    assert recover_upstream(world.deps, again, why="expired", counter="reexports") is not None
     assert world.client.closed == world.client.count("create_export")  # each client closed after use
