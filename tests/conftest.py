@@ -44,6 +44,30 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(autouse=True)
+def _functions_stay_within_their_policies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every AWS call a function's handler made during the test is one its template policies allow.
+
+    The local stack answers any other AccessDenied, as AWS would (exportpipe_dev.local.iam); a
+    handler that swallowed that answer must still fail the test that made it call. A test marked
+    ``access_denied_expected`` makes such calls on purpose."""
+    from exportpipe_dev.local.iam import installed
+
+    if request.node.get_closest_marker("access_denied_expected") is not None:
+        yield
+        return
+    before = installed()
+    seen = len(before.calls) if before is not None else 0
+    yield
+    control = installed()
+    if control is None:
+        return
+    denied = [c for c in control.calls[seen if control is before else 0 :] if not c.allowed]
+    assert not denied, "calls the template's policies do not allow: " + "; ".join(
+        f"{c.principal}: {c.operation}: {c.why}" for c in denied
+    )
+
+
 def pardot_of(stack: LocalStack) -> Iterator[PardotSandbox]:
     """The stack's Pardot sandbox; after the test its knobs and clock are as they were."""
     from exportpipe_dev.sandbox.pardot import PardotSandbox

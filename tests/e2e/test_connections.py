@@ -18,9 +18,10 @@ from exportpipe.adapters.secrets import clear_secret_cache
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.errors import UpstreamError
 from exportpipe.models.connection import Connection
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.runtime import build_deps
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import ground_truth, load_event
 
 pytestmark = pytest.mark.e2e

@@ -20,9 +20,9 @@ from exportpipe_dev.local.stack import LOCAL_PARAMETERS
 from exportpipe_dev.sandbox.pardot import PardotSandbox
 
 from exportpipe.adapters.store import DynamoJobStore
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import Job, JobStatus, job_id_for
 from exportpipe.sources.pardot.catalog import OBJECTS
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import ground_truth
 
 pytestmark = pytest.mark.e2e

@@ -51,9 +51,10 @@ def _landed(stack: LocalStack, manifest_key: str) -> tuple[dict[str, Any], list[
 def test_the_executed_state_machine_is_the_file_the_template_deploys(stack: LocalStack) -> None:
     (sm,) = stack.template.of_type("AWS::Serverless::StateMachine").values()
     text = (ROOT / sm["Properties"]["DefinitionUri"]).read_text()
+    # each <Function>Arn placeholder is that function's ARN
     subs = {
-        "CheckStatusFunctionArn": stack.functions["CheckStatusFunction"].arn,
-        "CopyResultFunctionArn": stack.functions["CopyResultFunction"].arn,
+        name: stack.functions[name.removesuffix("Arn")].arn
+        for name in sm["Properties"]["DefinitionSubstitutions"]
     }
     deployed = stack.client("stepfunctions").describe_state_machine(stateMachineArn=stack.state_machine_arn)
     assert json.loads(deployed["definition"]) == json.loads(substitute_definition(text, subs))

@@ -26,10 +26,11 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.sources.advocate.client import AdvocateClient, AdvocateCredentials, unwrap_workbook
 from exportpipe.sources.advocate.definition import XLSX, AdvocateDefinition
 from exportpipe.sources.base import UpstreamState
+from exportpipe.sources.registry import parse_definition
 from tests.loopback import recording_server
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -16,8 +16,9 @@ from exportpipe.adapters.secrets import clear_secret_cache
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.errors import ConfigurationError, UpstreamError
 from exportpipe.models.connection import Connection
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.runtime import build_deps
+from exportpipe.sources.registry import parse_definition
 from functions.start_export.app import lambda_handler as start_export
 from tests.conftest import load_event
 

@@ -105,7 +105,7 @@ def test_after_a_delivery_the_age_counts_from_the_delivered_windows_end(
 def test_the_age_is_never_negative_and_metrics_can_be_turned_off(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from exportpipe.models.definition import parse_definition
+    from exportpipe.sources.registry import parse_definition
 
     definition = parse_definition({**load_event("start_export_schedule")["definition"], "name": "fresh-unit"})
     now = datetime(2026, 11, 25, 6, 5, 30, tzinfo=UTC)

@@ -546,6 +546,44 @@ def test_an_outage_on_create_is_waited_out_with_growing_waits_then_fails_the_job
     assert _creates(pardot) == creates + 2
 
 
+def test_the_workflow_creates_a_refused_export_in_its_own_execution_and_starts_none(
+    stack: LocalStack, pardot: PardotSandbox, context: Ctx
+) -> None:
+    from exportpipe.adapters.aws import aws_clients
+
+    # GIVEN a job the upstream refused to create for now, whose starter recorded no execution
+    pardot.fail_requests(status=503, times=1, path_prefix="/api/v5/exports")
+    first = start_export(_schedule_event("fn-create-in-workflow"), context("StartExportFunction"))
+    assert first["status"] == "REQUESTED"
+    stack.client("dynamodb").update_item(
+        TableName=stack.table,
+        Key={"pk": {"S": f"JOB#{first['job_id']}"}},
+        UpdateExpression="REMOVE execution_arn",
+    )
+    started: list[dict[str, Any]] = []
+    sfn = aws_clients().sfn  # the client the handlers use
+
+    def record(**kwargs: Any) -> None:
+        started.append(kwargs)
+
+    sfn.meta.events.register("before-call.sfn.StartExecution", record, unique_id="test-no-start")
+    try:
+        time.sleep(1.1)  # the refusal's wait (the poll base)
+        # WHEN its workflow's check runs, naming the execution it runs in
+        execution = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{first['job_id']}"
+        answer = check_status(
+            {"job_id": first["job_id"], "attempt": 0, "execution_arn": execution},
+            context("CheckStatusFunction"),
+        )
+    finally:
+        sfn.meta.events.unregister("before-call.sfn.StartExecution", unique_id="test-no-start")
+    # THEN the export is created in that execution: recorded on the job, no workflow started
+    assert answer["status"] == "EXPORTING"
+    job = _store(stack).get(first["job_id"])
+    assert job.upstream_id and job.execution_arn == execution
+    assert started == []
+
+
 def test_a_copy_the_rate_limit_keeps_refusing_fails_and_leaves_no_parts(
     stack: LocalStack, pardot: PardotSandbox, context: Ctx, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,9 +22,10 @@ from exportpipe.errors import (
     UpstreamUnavailableError,
 )
 from exportpipe.http import IN_CALL_WAIT_LIMIT
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.sources.base import UpstreamState
 from exportpipe.sources.pardot.client import PardotClient, PardotCredentials, _export
+from exportpipe.sources.registry import parse_definition
 from tests.loopback import Answer, RecordingServer, recording_server
 
 DEFINITION = parse_definition(

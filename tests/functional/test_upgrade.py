@@ -111,6 +111,94 @@ def test_a_manifest_the_previous_code_wrote_before_it_crashed_is_finished_as_a_d
     stack.client("s3").put_object(Bucket=stack.bucket, Key=folder, Body=manifest.model_dump_json().encode())
     # WHEN the failure recorder of an execution on the previous definition runs
     event = {**load_event("check_status_failure"), "job_id": job.job_id}
+    del event["workflow_starts_next_window"]  # not sent by the previous definition
     # THEN the written manifest is the delivery, as it was then
     assert check_status(event, context("CheckStatusFunction"))["status"] == "DELIVERED"
     assert store.get(job.job_id).status is JobStatus.DELIVERED
+
+
+def _backfill(context: Ctx, name: str) -> tuple[str, str]:
+    """A backfill of two windows started with today's event: the first job's id and the next one's."""
+    from datetime import UTC, datetime, timedelta
+
+    from exportpipe.models.job import job_id_for
+    from exportpipe.sources.registry import parse_definition
+
+    until = datetime(2026, 11, 1, tzinfo=UTC)
+    definition = {
+        "source": "pardot",
+        "name": name,
+        "object": "listMembership",
+        "procedure": "filter_by_created_at",
+        "timezone": "UTC",
+        "start": (until - timedelta(days=400)).isoformat(),
+    }
+    started = start_export(
+        {"definition": definition, "until": until.isoformat()}, context("StartExportFunction")
+    )
+    assert started["status"] == "EXPORTING"
+    parsed = parse_definition(definition)
+    first = parsed.plan_window(None, until)
+    assert first is not None and started["job_id"] == job_id_for(name, first)
+    second = parsed.plan_window(first.end, until)
+    assert second is not None
+    return started["job_id"], job_id_for(name, second)
+
+
+def _ready(context: Ctx, job_id: str) -> None:
+    attempt = 0
+    for _ in range(60):
+        answer = _check(context, job_id, attempt)
+        if answer["status"] == "READY":
+            return
+        attempt = answer["attempt"]
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} not READY")
+
+
+def _appears(stack: LocalStack, job_id: str, seconds: float) -> bool:
+    from exportpipe.adapters.store import DynamoJobStore
+
+    store = DynamoJobStore(stack.client("dynamodb"), stack.table)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if store.find(job_id) is not None:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_backfill_delivered_by_an_execution_on_the_previous_definition_still_gets_its_next_window(
+    stack: LocalStack, context: Ctx
+) -> None:
+    # GIVEN a backfill's window run by an execution started on the previous state machine definition,
+    # which has no Delivered state: its tasks send {"job_id", "attempt"} and {"job_id"} only
+    first, second = _backfill(context, "upgrade-old-backfill")
+    _ready(context, first)
+    # WHEN its copy delivers it (invoked as Lambda does, so its calls are held to its IAM policy)
+    assert stack.invoke("CopyResultFunction", {"job_id": first})["status"] == "DELIVERED"
+    # THEN the copy hands the next window to start_export (invoked asynchronously), which starts it
+    assert _appears(stack, second, 30)
+    deadline = time.monotonic() + 30
+    while not any(
+        i.function == "StartExportFunction" and i.event == {"continue_after": first}
+        for i in stack.bridge.invocations
+    ):
+        assert time.monotonic() < deadline, "no continuation reached start_export"
+        time.sleep(0.1)
+
+
+def test_a_copy_in_an_execution_on_todays_definition_leaves_the_next_window_to_the_workflow(
+    stack: LocalStack, context: Ctx
+) -> None:
+    first, second = _backfill(context, "upgrade-new-backfill")
+    _ready(context, first)
+    delivered = copy_result(
+        {"job_id": first, "workflow_starts_next_window": True}, context("CopyResultFunction")
+    )
+    assert delivered["status"] == "DELIVERED"
+    # the copy started nothing: the workflow's Delivered state does (here, by hand)
+    assert not _appears(stack, second, 2)
+    assert not any(i.event == {"continue_after": first} for i in stack.bridge.invocations)
+    nxt = start_export({"continue_after": first}, context("StartExportFunction"))
+    assert nxt["job_id"] == second and nxt["status"] == "EXPORTING"

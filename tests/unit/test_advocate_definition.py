@@ -13,14 +13,14 @@ import pytest
 
 from exportpipe.errors import InvalidDefinitionError
 from exportpipe.http import host_allowed
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.models.job import CommitIntent
 from exportpipe.sources.advocate import POLL, SPEC
 from exportpipe.sources.advocate.catalog import APPLIES_TO, EXPORT_TYPES, WINDOW_FILTERS
 from exportpipe.sources.advocate.client import AdvocateClient, AdvocateCredentials
 from exportpipe.sources.advocate.definition import AdvocateDefinition
 from exportpipe.sources.base import Recovery
-from exportpipe.sources.registry import SOURCES
+from exportpipe.sources.registry import SOURCES, parse_definition
 
 START = "2025-01-01T00:00:00Z"
 JAN = datetime(2025, 1, 1, tzinfo=UTC)

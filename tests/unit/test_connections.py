@@ -11,9 +11,10 @@ import pytest
 from exportpipe.config import load_settings
 from exportpipe.errors import ConfigurationError, InvalidDefinitionError
 from exportpipe.models.connection import Connection
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.sources import registry
+from exportpipe.sources.registry import parse_definition
 
 PARDOT = {
     "source": "pardot",

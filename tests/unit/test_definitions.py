@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 
 from exportpipe.errors import InvalidDefinitionError
-from exportpipe.models.definition import Window, parse_definition
+from exportpipe.models.definition import Window
 from exportpipe.sources.pardot.definition import PardotDefinition
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import load_event
 
 

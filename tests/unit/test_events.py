@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from exportpipe.models.definition import parse_definition
 from exportpipe.services.check_status import CheckStatusEvent
 from exportpipe.services.copy_result import CopyResultEvent
-from exportpipe.services.start_export import StartExportEvent
+from exportpipe.services.start_export import ContinueEvent, StartExportEvent
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import EVENTS, load_event
 
 MODELS: dict[str, type[BaseModel]] = {
     "start_export_schedule": StartExportEvent,
     "start_export_window": StartExportEvent,
     "start_export_backfill": StartExportEvent,
+    "start_export_continue": ContinueEvent,
     "check_status": CheckStatusEvent,
     "check_status_failure": CheckStatusEvent,
     "copy_result": CopyResultEvent,

@@ -11,12 +11,13 @@ import pytest
 
 from exportpipe.config import Settings, load_settings
 from exportpipe.errors import ConfigurationError, InvalidDefinitionError
-from exportpipe.models.definition import DefinitionBase, ResultFormat, parse_definition
+from exportpipe.models.definition import DefinitionBase, ResultFormat
 from exportpipe.models.job import Job, JobStatus
 from exportpipe.services.common import backoff_seconds, poll_policy, unrecoverable
 from exportpipe.sources import registry
 from exportpipe.sources.base import ClientContext, PollPolicy, Recovery, SourceSpec
 from exportpipe.sources.pardot import SPEC as PARDOT
+from exportpipe.sources.registry import parse_definition
 from tests.conftest import load_event
 from tests.stub_source import FAST, JSON, XLSX, StubClient, StubDefinition, registered, stub_spec
 

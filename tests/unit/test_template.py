@@ -142,7 +142,7 @@ def test_handlers_exist_where_the_template_says(template: Template) -> None:
 
 
 def test_schedules_carry_valid_definitions(template: Template) -> None:
-    from exportpipe.models.definition import parse_definition
+    from exportpipe.sources.registry import parse_definition
 
     props = template.function_properties("StartExportFunction")
     schedules = [e for e in props["Events"].values() if e["Type"] == "ScheduleV2"]
@@ -251,13 +251,23 @@ def test_functions_get_least_privilege(template: Template) -> None:
         assert not managed & {"DynamoDBCrudPolicy", "S3CrudPolicy", "AdministratorAccess"}, logical_id
     actions, _ = _policy_actions(template, template.function_properties("WebhookFunction"))
     assert actions == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
-    # check_status reads manifests and removes stray parts; it never writes an object
+    # check_status's failure recorder finishes a committed delivery (it writes the manifest the copy
+    # did not get to, after removing what the manifest does not list, open uploads included) and
+    # empties the folder of a job that ended undelivered; it uploads no parts
     actions, _ = _policy_actions(template, template.function_properties("CheckStatusFunction"))
-    assert {a for a in actions if a.startswith("s3:")} == {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
+    assert {a for a in actions if a.startswith("s3:")} == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
+        "s3:ListBucketMultipartUploads",
+    }
 
 
-def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None:
-    """The functions that start and track jobs share one managed policy instead of copies of it."""
+def test_job_permissions_are_declared_once(template: Template) -> None:
+    """The functions that read and move jobs share one managed policy instead of copies of it; what
+    only start_export does (creating jobs, starting workflows) is not in it."""
     (policy_id,) = template.of_type("AWS::IAM::ManagedPolicy")
     users = {
         logical_id
@@ -270,7 +280,7 @@ def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None
         for s in template.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
         for a in _as_list(s["Action"])
     }
-    assert {"dynamodb:PutItem", "states:StartExecution", "secretsmanager:GetSecretValue"} <= shared
+    assert shared == {"dynamodb:GetItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
     for logical_id in users:
         inline = [
             a
@@ -280,6 +290,55 @@ def test_job_lifecycle_permissions_are_declared_once(template: Template) -> None
             for a in _as_list(s["Action"])
         ]
         assert not shared & set(inline), f"{logical_id} repeats the managed policy's actions inline"
+
+
+JOB_RECORDS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
+FOLDER = {
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListBucket",
+    "s3:ListBucketMultipartUploads",
+}
+# Each function's actions, and the SAM policy templates it uses, as what it does needs them.
+GRANTED: dict[str, tuple[set[str], set[str]]] = {
+    # creates jobs (a transaction: Put of the job, Update of the lease), starts and watches workflows
+    "StartExportFunction": (
+        JOB_RECORDS | {"dynamodb:PutItem", "states:StartExecution", "states:DescribeExecution"},
+        {"EventBridgePutEventsPolicy"},
+    ),
+    # moves jobs in their workflow, finishes and empties folders; hands a backfill's next window to
+    # start_export (transitional, for executions on the previous definition): never creates a job
+    # or starts a workflow itself
+    "CheckStatusFunction": (JOB_RECORDS | FOLDER, {"EventBridgePutEventsPolicy", "LambdaInvokePolicy"}),
+    "CopyResultFunction": (JOB_RECORDS | FOLDER, {"EventBridgePutEventsPolicy", "LambdaInvokePolicy"}),
+    "WebhookFunction": ({"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, set()),
+}
+
+
+@pytest.mark.parametrize("logical_id", sorted(GRANTED))
+def test_each_function_is_granted_what_it_does_and_no_more(template: Template, logical_id: str) -> None:
+    actions, managed = _policy_actions(template, template.function_properties(logical_id))
+    assert (actions, managed) == GRANTED[logical_id]
+    if logical_id != "StartExportFunction":
+        assert not {a for a in actions if a.startswith("states:")}, "only start_export starts workflows"
+        assert "dynamodb:PutItem" not in actions, "only start_export creates jobs"
+    for policy in template.function_properties(logical_id).get("Policies", []):
+        if isinstance(policy, dict) and "LambdaInvokePolicy" in policy:
+            # the only function another may invoke is the lifecycle function
+            assert policy["LambdaInvokePolicy"] == {"FunctionName": {"Ref": "StartExportFunction"}}
+
+
+def test_the_state_machine_may_invoke_every_function_its_tasks_name(template: Template) -> None:
+    props, text = _state_machine(template)
+    named = {m.group(1) for m in re.finditer(r'"FunctionName":\s*"\$\{(\w+)\}"', text)}
+    invoked = {props["DefinitionSubstitutions"][n]["Fn::GetAtt"][0] for n in named}
+    assert invoked == {"CheckStatusFunction", "CopyResultFunction", "StartExportFunction"}
+    granted = {
+        p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p
+    }
+    assert granted == invoked
 
 
 def test_the_local_stack_knows_every_resource_type(template: Template) -> None:
@@ -580,7 +639,7 @@ def test_every_schedule_has_a_freshness_alarm_for_its_definition(template: Templ
     no longer running) is seen: each schedule's definition has an alarm on its WatermarkAgeSeconds
     that fires past 2 intervals + the lag (a healthy tick reads about one interval + the lag) and
     when no tick reports."""
-    from exportpipe.models.definition import parse_definition
+    from exportpipe.sources.registry import parse_definition
 
     freshness = {
         {d["Name"]: d["Value"] for d in a["Dimensions"]}["definition"]: (i, a)

@@ -31,6 +31,8 @@ from typing import Any
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
+from exportpipe_dev.local.iam import run_as
+
 Handler = Callable[[Any, Any], Any]
 
 
@@ -170,6 +172,7 @@ class LambdaBridge:
                     done.set()
 
         worker = threading.Thread(target=run, name=f"lambda-{spec.logical_id}", daemon=True)
+        run_as(worker, spec.logical_id)  # its AWS calls are the function's (exportpipe_dev.local.iam)
         worker.start()
         if done.wait(spec.timeout_seconds):
             return answered[0]

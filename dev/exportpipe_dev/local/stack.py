@@ -46,6 +46,7 @@ from exportpipe.adapters.secrets import clear_secret_cache
 from exportpipe.models.connection import Connection
 from exportpipe_dev.local.bridge import FunctionSpec, LambdaBridge
 from exportpipe_dev.local.frontdoor import FrontDoor, Route
+from exportpipe_dev.local.iam import AccessControl, Grants, check_task_invocations, grants_of
 from exportpipe_dev.local.template import Resolver, Template, TemplateError, substitute_definition
 from exportpipe_dev.sandbox.base import Sandbox, SandboxServer
 
@@ -54,7 +55,8 @@ REGION = "us-east-1"
 TEMPLATE_NAME = "template.yaml"
 
 # Resource types the local stack creates, and those it knowingly leaves out (they change nothing a
-# local run can observe: IAM, logs, alarms, bucket policies). Any other type is an error, so a new
+# local run can observe: logs, alarms, bucket policies; IAM roles and policies are not created, but
+# each function's Policies are enforced on its calls, see local/iam.py). Any other type is an error, so a new
 # resource in the template is never silently missing locally. A resource whose Condition is false
 # (with the local parameters) is left out, as CloudFormation does.
 CREATED = {
@@ -200,6 +202,8 @@ class LocalStack:
         self.schedules: dict[str, Schedule] = {}
         self.refs: dict[str, Any] = {}
         self.queues: dict[str, str] = {}  # the template's SQS queues: logical id -> queue URL
+        # each function's template policies, enforced on its handler's AWS calls (local/iam.py)
+        self.access = AccessControl({}, region=REGION, account=ACCOUNT)
         self.consumer_queue_url = ""
         self._owns_lock = False
 
@@ -258,6 +262,8 @@ class LocalStack:
                     server.start()
                     self._connection_servers[connection_id] = server
             self._deploy()
+            self.access.install()
+            reset_aws_clients()  # the handlers' clients are made after the check is registered
             self.bridge.install()
             if self._log_level:
                 from exportpipe.observability import logger
@@ -271,6 +277,7 @@ class LocalStack:
 
     def stop(self) -> None:
         self.bridge.uninstall()
+        self.access.uninstall()
         if self.front_door is not None:
             self.front_door.stop()
             self.front_door = None
@@ -447,14 +454,20 @@ class LocalStack:
         unknown = set(self._function_timeouts) - set(tpl.of_type("AWS::Serverless::Function"))
         if unknown:
             raise TemplateError(f"function_timeouts names functions the template lacks: {sorted(unknown)}")
+        grants: dict[str, Grants] = {}
         for logical_id in tpl.of_type("AWS::Serverless::Function"):
             routes += self._create_function(logical_id, resolver, role_arn)
+            policies = tpl.function_properties(logical_id).get("Policies")
+            grants[logical_id] = grants_of(logical_id, policies, tpl, resolver)
+        self.access = AccessControl(grants, region=REGION, account=ACCOUNT)
         for logical_id, res in tpl.of_type("AWS::Serverless::StateMachine").items():
             props = res["Properties"]
             text = (tpl.root / props["DefinitionUri"]).read_text(encoding="utf-8")
             definition = substitute_definition(
                 text, resolver.resolve(props.get("DefinitionSubstitutions", {}))
             )
+            role = grants_of(logical_id, props.get("Policies"), tpl, resolver)
+            check_task_invocations(definition, role, region=REGION, account=ACCOUNT)
             self.client("stepfunctions").create_state_machine(
                 name=attrs[(logical_id, "Name")],
                 definition=definition,

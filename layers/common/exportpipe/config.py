@@ -31,6 +31,9 @@ class Settings(BaseModel):
     results_prefix: str = Field(default="exports", alias="RESULTS_PREFIX")
     event_bus: NonEmpty = Field(alias="EVENT_BUS_NAME")
     poll_state_machine_arn: str = Field(default="", alias="POLL_STATE_MACHINE_ARN")
+    # start_export, for check_status / copy_result in executions of an earlier workflow definition
+    # (services.delivery.hand_over_next_window)
+    start_export_function: str = Field(default="", alias="START_EXPORT_FUNCTION")
     # Each source's connection secret, by the setting its spec names (every ``*_SECRET_ARN`` variable).
     secret_arns: dict[str, str] = Field(default_factory=dict)
     # Where the secrets of named connections are: ``<prefix><source>/<connection name>`` (the IAM grant

@@ -77,7 +77,11 @@ class JobStore(Protocol):
         """Set fields of a job in one of the ``expected`` statuses (and matching ``where``)."""
 
     def forget_failed_attempts(self, name: str) -> None:
-        """An operator's retry: the definition's failed attempts are forgotten."""
+        """An operator's retry: the definition's failed attempts are forgotten, and its retry
+        generation goes up by one (the retried window's attempts get job ids of their own)."""
+
+    def retry_generation(self, name: str) -> int:
+        """How many operator retries the definition had (0: none)."""
 
     def failed_attempts(self, name: str, start: datetime) -> int:
         """How many exports of the window starting at ``start`` ended undelivered."""
@@ -142,3 +146,11 @@ class EventBus(Protocol):
 
     def failed(self, job: Job) -> dict[str, Any]:
         """Publish ``Export Failed``."""
+
+
+class Lifecycle(Protocol):
+    """The job lifecycle function (start_export), asked to go on after a delivery
+    (``adapters.lifecycle``; only executions started on an earlier workflow definition need it)."""
+
+    def continue_after(self, job_id: str) -> None:
+        """Ask, asynchronously, for the next window of a backfill after the delivered ``job_id``."""

@@ -10,13 +10,14 @@ from typing import Any
 from exportpipe.adapters.aws import AwsClients, aws_clients
 from exportpipe.adapters.bucket import S3ResultsBucket
 from exportpipe.adapters.events import EventPublisher
+from exportpipe.adapters.lifecycle import StartExportFunction
 from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.adapters.store import DynamoJobStore
 from exportpipe.adapters.workflow import StepFunctionsWorkflow
 from exportpipe.config import Settings, load_settings
 from exportpipe.errors import ConfigurationError
 from exportpipe.models.connection import Connection
-from exportpipe.ports import EventBus, JobStore, ResultsBucket, Workflow
+from exportpipe.ports import EventBus, JobStore, Lifecycle, ResultsBucket, Workflow
 from exportpipe.sources.base import SourceClient
 from exportpipe.sources.registry import build_client
 
@@ -45,6 +46,8 @@ class Deps:
     # a secret's JSON by its id (cached a few minutes per process): a webhook receiver reads its
     # connection's secret with it (the id: ``settings.secret_arns[spec.connection_setting]``)
     read_secret: Callable[[str], dict[str, Any]] = no_secrets
+    # start_export, for tasks of executions on an earlier workflow definition (services.delivery)
+    lifecycle: Lifecycle | None = None
 
 
 def build_deps(
@@ -66,4 +69,5 @@ def build_deps(
         client_for=lambda connection: build_client(connection, settings, clients.secrets, remaining_seconds),
         remaining_seconds=remaining_seconds,
         read_secret=lambda secret_id: read_secret_json(clients.secrets, secret_id),
+        lifecycle=StartExportFunction(clients.lambda_, settings.start_export_function),
     )

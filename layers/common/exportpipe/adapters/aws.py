@@ -28,6 +28,7 @@ class AwsClients:
     sfn: Any
     events: Any
     secrets: Any
+    lambda_: Any
 
 
 _lock = threading.Lock()
@@ -56,6 +57,7 @@ def aws_clients(*, config: Config | None = None, **client_kwargs: Any) -> AwsCli
                     ("sfn", "stepfunctions"),
                     ("events", "events"),
                     ("secrets", "secretsmanager"),
+                    ("lambda_", "lambda"),
                 )
             }
             found = AwsClients(**made)

@@ -294,12 +294,18 @@ class DynamoJobStore:
         )
 
     def forget_failed_attempts(self, name: str) -> None:
-        """An operator's retry: the definition's current window may be tried again from attempt 1."""
+        """An operator's retry: the definition's current window may be tried again from attempt 1, in
+        a new retry generation (:meth:`retry_generation`), so its new attempts get new job ids."""
         self._db.update_item(
             TableName=self._table,
             Key=_to_item({"pk": f"DEF#{name}"}),
-            UpdateExpression="REMOVE failed_start, failed_attempts",
+            UpdateExpression="REMOVE failed_start, failed_attempts ADD retry_generation :one",
+            ExpressionAttributeValues=_to_item({":one": 1}),
         )
+
+    def retry_generation(self, name: str) -> int:
+        """How many operator retries the definition had (0: none)."""
+        return int(self.definition_state(name).get("retry_generation", 0))
 
     def failed_attempts(self, name: str, start: datetime) -> int:
         """How many exports of the definition's window starting at ``start`` ended undelivered."""

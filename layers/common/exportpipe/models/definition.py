@@ -1,28 +1,28 @@
 """Export definitions: the payload every schedule carries (contract 1 of the architecture brief).
 
-A definition is a pydantic model, a discriminated union on ``source``. ``name`` identifies it: job
-ids, watermarks and S3 folders are derived from it. :func:`parse_definition` turns any invalid
-payload into :class:`~exportpipe.errors.InvalidDefinitionError` naming each field and the reason,
-before any upstream call is made.
+A definition is a pydantic model, a discriminated union on ``source`` (each source refines
+:class:`DefinitionBase`). ``name`` identifies it: job ids, watermarks and S3 folders are derived from
+it. ``exportpipe.sources.registry.parse_definition`` turns any invalid payload into
+:class:`~exportpipe.errors.InvalidDefinitionError` naming each field and the reason, before any
+upstream call is made.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from exportpipe.errors import ConfigurationError, InvalidDefinitionError
+from exportpipe.errors import ConfigurationError
 from exportpipe.formats import CHECKERS
 from exportpipe.models.connection import Connection, ConnectionName
 
@@ -194,35 +194,3 @@ class DefinitionBase(BaseModel):
         Derived from the definition's fields, so a job record's ``definition`` parses back to the
         format its files were copied in."""
         raise ConfigurationError(f"source {self.source!r} declares no result format for its definitions")
-
-
-def parse_definition(payload: Any) -> DefinitionBase:
-    """Validate a definition payload against its source's model (the discriminated union on
-    ``source`` built from the registry); raise InvalidDefinitionError naming every bad field."""
-    from exportpipe.sources.registry import SOURCES, definition_adapter
-
-    if not isinstance(payload, dict):
-        raise InvalidDefinitionError([("definition", "must be a JSON object")])
-    source = payload.get("source")
-    if source not in SOURCES:
-        raise InvalidDefinitionError([("source", f"must be one of {list(SOURCES)}, got {source!r}")])
-    try:
-        definition: DefinitionBase = definition_adapter().validate_python(payload)
-    except ValidationError as exc:
-        raise InvalidDefinitionError(_describe(exc, set(SOURCES))) from exc
-    return definition
-
-
-def _describe(exc: ValidationError, sources: set[str]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"] if str(p) not in sources]
-        msg = err["msg"]
-        if not loc and msg.startswith("Value error, "):
-            # model-level checks report "field: reason; field: reason"
-            for part in msg.removeprefix("Value error, ").split("; "):
-                field, _, reason = part.partition(": ")
-                out.append((field, reason or part))
-            continue
-        out.append((".".join(loc) or "definition", msg.removeprefix("Value error, ")))
-    return out

@@ -80,18 +80,21 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def job_id_for(definition_name: str, window: Window, attempt: int = 1) -> str:
-    """Deterministic id from (definition name, window, attempt); valid as a Step Functions execution name.
+def job_id_for(definition_name: str, window: Window, attempt: int = 1, generation: int = 0) -> str:
+    """Deterministic id from (definition name, window, attempt, retry generation); valid as a Step
+    Functions execution name.
 
     ``<name[:30]>_<start>_<end>_<hash8>[-a<attempt>]``: readable, at most 76 characters, leaving room
     for a workflow restart suffix (``-r<n>``) under Step Functions' 80. The hash covers the whole
-    name, so two long names sharing their first 30 characters still differ.
+    name, so two long names sharing their first 30 characters still differ, and the operator retry
+    ``generation`` after the first (0), so a retried window's attempts get ids of their own.
     """
     if not 1 <= attempt <= 9:
         raise ValueError(f"attempt must be 1..9, got {attempt}")
-    digest = hashlib.sha256(
-        f"{definition_name}|{window.start.isoformat()}|{window.end.isoformat()}".encode()
-    ).hexdigest()[:8]
+    key = f"{definition_name}|{window.start.isoformat()}|{window.end.isoformat()}"
+    if generation:
+        key += f"|retry {generation}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     suffix = "" if attempt == 1 else f"-a{attempt}"
     return f"{definition_name[:30]}_{_stamp(window.start)}_{_stamp(window.end)}_{digest}{suffix}"
 
@@ -148,6 +151,8 @@ class Job(BaseModel):
     until: AwareDatetime | None = None
     moves_watermark: bool = True  # False for a one-off re-run of an explicit window
     attempt: int = 1  # 2, 3… when earlier jobs for the same window ended without a delivery
+    # operator retries of the definition before this job (``retry``): 0 for the first round
+    generation: int = 0
     status: JobStatus
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -186,6 +191,11 @@ class Job(BaseModel):
     def connection_ref(self) -> Connection:
         name = self.definition.get("connection")
         return Connection.of(self.source, name if isinstance(name, str) else None)
+
+    @property
+    def has_next_window(self) -> bool:
+        """A backfill's window that stopped short of its ``until``: its delivery starts the next one."""
+        return self.until is not None and self.window.end < self.until and self.moves_watermark
 
 
 # A lease older than this whose job is still REQUESTED belongs to a crashed start: it may be resumed.

@@ -50,6 +50,12 @@ class CheckStatusEvent(BaseModel):
     job_id: str = Field(min_length=1)
     attempt: int = Field(default=0, ge=0)
     error: WorkflowError | None = None
+    # The execution this task runs in (``$$.Execution.Id``); absent from executions started on an
+    # earlier definition.
+    execution_arn: str | None = None
+    # Sent by the workflow's current definition, whose Delivered state starts a backfill's next
+    # window; without it (an earlier definition) a delivery hands that to start_export itself.
+    workflow_starts_next_window: bool = False
 
 
 class CopyResultEvent(BaseModel):
@@ -58,6 +64,9 @@ class CopyResultEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     job_id: str = Field(min_length=1)
+    # Sent by the workflow's current definition, whose Delivered state starts a backfill's next
+    # window; without it (an earlier definition) a delivery hands that to start_export itself.
+    workflow_starts_next_window: bool = False
 
 
 class TaskAnswer(TypedDict):
@@ -78,7 +87,9 @@ class TaskAnswer(TypedDict):
 @dataclass(frozen=True)
 class StartOutcome:
     """What starting (or resuming) an export came to: a job's status, or why no job started
-    (``UP_TO_DATE``, ``SKIPPED``: another export of the definition is in flight, ``GAVE_UP``)."""
+    (``UP_TO_DATE``, ``SKIPPED``: another export of the definition is in flight, ``GAVE_UP``; after a
+    delivery, ``NOT_DELIVERED`` / ``NO_NEXT_WINDOW``). ``after``: the delivered job a backfill's next
+    window follows."""
 
     status: str
     job_id: str | None = None
@@ -88,6 +99,8 @@ class StartOutcome:
     upstream_id: str | None = None
     window: dict[str, Any] | None = None
     execution_arn: str | None = None
+    after: str | None = None
+    job_status: str | None = None
 
     def output(self) -> dict[str, Any]:
         """The start function's JSON answer: the fields that apply."""

@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 from exportpipe.errors import UpstreamError, UpstreamRateLimitedError, UpstreamUnavailableError
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus
 from exportpipe.models.tasks import CheckStatusEvent, TaskAnswer, WorkflowError
 from exportpipe.observability import logger
@@ -32,13 +31,21 @@ from exportpipe.services.common import (
     unrecoverable,
     wait_out_rate_limit,
 )
-from exportpipe.services.delivery import discard, finish_if_committed
-from exportpipe.services.start_export import create_upstream
+from exportpipe.services.delivery import discard, finish_if_committed, hand_over_next_window
+from exportpipe.services.start_export import RunningWorkflow, create_upstream
 from exportpipe.sources.base import UpstreamExport, UpstreamState
+from exportpipe.sources.registry import parse_definition
 
 
 def check_status(event: Any, deps: Deps) -> TaskAnswer:
     request = parse_event(CheckStatusEvent, event)
+    result = _check(deps, request)
+    if not request.workflow_starts_next_window:
+        hand_over_next_window(deps, result)
+    return result
+
+
+def _check(deps: Deps, request: CheckStatusEvent) -> TaskAnswer:
     logger.append_keys(job_id=request.job_id)
     if request.error is not None:
         return _record_workflow_failure(deps, request.job_id, request.error, request.attempt)
@@ -46,7 +53,7 @@ def check_status(event: Any, deps: Deps) -> TaskAnswer:
     job = deps.store.get(request.job_id)
     attempt = request.attempt + 1
     if job.status is JobStatus.REQUESTED:
-        return _create_when_due(deps, job, request.attempt)
+        return _create_when_due(deps, job, request.attempt, RunningWorkflow(request.execution_arn))
     if job.status is not JobStatus.EXPORTING:
         # READY by webhook, or already ended: the Choice routes on the job's own status.
         return answer(deps, job, request.attempt)
@@ -133,10 +140,10 @@ def _give_up_waiting(deps: Deps, job: Job, attempt: int) -> TaskAnswer:
     return answer(deps, job, attempt)
 
 
-def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> TaskAnswer:
+def _create_when_due(deps: Deps, job: Job, request_attempt: int, running: RunningWorkflow) -> TaskAnswer:
     """The upstream refused to create the export (a rate limit, an outage): once its wait is over,
     create it and go on polling; until then wait, without counting an attempt (the refusals are
-    counted, and bounded, by :func:`create_upstream`)."""
+    counted, and bounded, by :func:`create_upstream`). No workflow is started: this is the job's."""
     settings, policy = deps.settings, poll_policy(job)
     if past_deadline(deps, job):
         return _give_up_waiting(deps, job, request_attempt + 1)
@@ -144,10 +151,10 @@ def _create_when_due(deps: Deps, job: Job, request_attempt: int) -> TaskAnswer:
     if claimed is None:  # not due yet (or a schedule tick is creating it right now)
         due = (deps.store.claimable_at(job) - deps.clock()).total_seconds()
         return answer(deps, job, request_attempt, min(max(math.ceil(due), 1), policy.longest(settings)))
-    result = create_upstream(deps, claimed, parse_definition(claimed.definition))
+    result = create_upstream(deps, claimed, parse_definition(claimed.definition), running=running)
     job = deps.store.get(job.job_id)
     if result.status == JobStatus.REQUESTED.value:
-        return _create_when_due(deps, job, request_attempt)  # deferred again: wait for the new time
+        return _create_when_due(deps, job, request_attempt, running)  # deferred again: wait for the new time
     return answer(deps, job, 0, policy.first(settings))
 
 

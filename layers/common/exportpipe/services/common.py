@@ -18,13 +18,12 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import IN_WORKFLOW, STALE_CLAIM, Job, JobStatus, upstream_ref
 from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.sources.base import PollPolicy, Recovery, Replayable, UpstreamExport
-from exportpipe.sources.registry import spec_for
+from exportpipe.sources.base import PollPolicy, Recovery, Replayable, SourceClient, UpstreamExport
+from exportpipe.sources.registry import parse_definition, spec_for
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -218,18 +217,36 @@ def recover_upstream(
     """Recover the job's upstream export that Failed (``recreates``) or whose files expired before
     the copy (``reexports``) the way its source declares (``SourceSpec.recovery``), back to EXPORTING.
 
-    RECREATE creates a new export for the window (:func:`recreate_upstream`); REPLAY asks the
-    upstream to run the same export again (:func:`replay_upstream`: the job keeps its export and
-    spends no create call). None when the source cannot recover one (NONE; :func:`unrecoverable`
-    says why) or ``UPSTREAM_RECREATE_ATTEMPTS`` is used up. Upstream errors (a rate limit, say)
-    propagate: the job keeps its old export, and the next check tries again.
+    RECREATE creates a new export for the window; REPLAY asks the upstream to run the same export
+    again (the job keeps its export and spends no create call). Both are counted and bounded the
+    same way. None when the source cannot recover one (NONE; :func:`unrecoverable` says why) or
+    ``UPSTREAM_RECREATE_ATTEMPTS`` is used up. Upstream errors (a rate limit, say) propagate: the job
+    keeps its old export, and the next check tries again.
     """
     recovery = spec_for(job.source).recovery
-    if recovery is Recovery.REPLAY:
-        return replay_upstream(deps, job, why=why, counter=counter)
-    if recovery is Recovery.RECREATE:
-        return recreate_upstream(deps, job, why=why, counter=counter)
-    return None
+    used = job.recreates if counter == "recreates" else job.reexports
+    limit = deps.settings.max_recreates
+    if recovery is Recovery.NONE or used >= limit:
+        return None
+    client = deps.client_for(job.connection_ref)
+    try:
+        if recovery is Recovery.REPLAY:
+            upstream, done, metric = _replay(client, job), "replayed", "UpstreamExportsReplayed"
+        else:
+            upstream = client.create_export(parse_definition(job.definition), job.window)
+            done, metric = "created again", "UpstreamExportsRecreated"
+    finally:
+        client.close()
+    logger.warning(f"upstream export {done}", why=why, upstream_id=upstream.upstream_id)
+    metrics.add_metric(name=metric, unit="Count", value=1)
+    reason = f"{why}; {done} as {upstream.upstream_id} ({used + 1}/{limit})"
+    return _back_to_exporting(deps, job, upstream, reason, {counter: used + 1})
+
+
+def _replay(client: SourceClient[Any], job: Job) -> UpstreamExport:
+    if not isinstance(client, Replayable):
+        raise ConfigurationError(f"source {job.source!r} recovers by replay but its client cannot replay")
+    return client.replay_export(str(job.upstream_id))
 
 
 def unrecoverable(job: Job) -> str | None:
@@ -238,52 +255,6 @@ def unrecoverable(job: Job) -> str | None:
     if spec_for(job.source).recovery is Recovery.NONE:
         return f"source {job.source!r} cannot recover a failed or expired upstream export (recovery: none)"
     return None
-
-
-def recreate_upstream(
-    deps: Deps, job: Job, *, why: str, counter: Literal["recreates", "reexports"]
-) -> Job | None:
-    """Create a new upstream export for the job's window and go back to EXPORTING.
-
-    Used when the upstream export Failed (``recreates``) or its files expired before the copy
-    (``reexports``). Returns None once ``UPSTREAM_RECREATE_ATTEMPTS`` is used up. Upstream errors
-    (a rate limit, say) propagate: the job keeps its old export, and the next check tries again.
-    """
-    used = job.recreates if counter == "recreates" else job.reexports
-    limit = deps.settings.max_recreates
-    if used >= limit:
-        return None
-    client = deps.client_for(job.connection_ref)
-    try:
-        upstream = client.create_export(parse_definition(job.definition), job.window)
-    finally:
-        client.close()
-    logger.warning("upstream export created again", why=why, new_upstream_id=upstream.upstream_id)
-    metrics.add_metric(name="UpstreamExportsRecreated", unit="Count", value=1)
-    reason = f"{why}; created again as {upstream.upstream_id} ({used + 1}/{limit})"
-    return _back_to_exporting(deps, job, upstream, reason, {counter: used + 1})
-
-
-def replay_upstream(
-    deps: Deps, job: Job, *, why: str, counter: Literal["recreates", "reexports"]
-) -> Job | None:
-    """Ask the upstream to run the job's export again (:class:`Replayable`) and go back to EXPORTING,
-    counted and bounded like :func:`recreate_upstream` (the same counters, the same limit)."""
-    used = job.recreates if counter == "recreates" else job.reexports
-    limit = deps.settings.max_recreates
-    if used >= limit:
-        return None
-    client = deps.client_for(job.connection_ref)
-    try:
-        if not isinstance(client, Replayable):
-            raise ConfigurationError(f"source {job.source!r} recovers by replay but its client cannot replay")
-        upstream = client.replay_export(str(job.upstream_id))
-    finally:
-        client.close()
-    logger.warning("upstream export replayed", why=why, upstream_id=upstream.upstream_id)
-    metrics.add_metric(name="UpstreamExportsReplayed", unit="Count", value=1)
-    reason = f"{why}; replayed as {upstream.upstream_id} ({used + 1}/{limit})"
-    return _back_to_exporting(deps, job, upstream, reason, {counter: used + 1})
 
 
 def _back_to_exporting(

@@ -28,7 +28,6 @@ from exportpipe.errors import (
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import parse_definition
 from exportpipe.models.job import UNDELIVERED, Job, JobStatus, ResultFile
 from exportpipe.models.layout import part_key
 from exportpipe.models.tasks import CopyResultEvent, TaskAnswer
@@ -52,8 +51,10 @@ from exportpipe.services.delivery import (
     discard,
     finish_if_committed,
     folder_of,
+    hand_over_next_window,
 )
 from exportpipe.sources.base import SourceClient, UpstreamState
+from exportpipe.sources.registry import parse_definition
 
 # A broken download or an upstream outage during the copy is tried again this many times in a row
 # (a file landed resets the count), after the poll loop's growing backoff, before the job fails; each
@@ -65,6 +66,13 @@ DEFAULT_COPY_SECONDS = 900
 
 def copy_result(event: Any, deps: Deps) -> TaskAnswer:
     request = parse_event(CopyResultEvent, event)
+    result = _copy_job(deps, request)
+    if not request.workflow_starts_next_window:
+        hand_over_next_window(deps, result)
+    return result
+
+
+def _copy_job(deps: Deps, request: CopyResultEvent) -> TaskAnswer:
     logger.append_keys(job_id=request.job_id)
     job = deps.store.get(request.job_id)
     done = finish_if_committed(deps, job)  # a retry after the delivery was decided

@@ -1,9 +1,11 @@
 """Delivering a job: the manifest is the commit point.
 
 Once ``_manifest.json`` is in S3 the export *is* delivered: whatever fails after it (the DELIVERED
-write, the watermark, the event, starting the next window) is finished by a retry — of the copy, of
-the workflow's failure recorder, or of the next schedule tick — never undone. Before it, nothing
-half-copied is visible: stray parts are removed, and the folder of an export that failed is emptied.
+write, the watermark, the event) is finished by a retry — of the copy, or of the workflow's failure
+recorder — never undone. Before it, nothing half-copied is visible: stray parts are removed, and the
+folder of an export that failed is emptied. A backfill's next window is not started here: the poll
+workflow's Delivered state asks start_export for it (:func:`hand_over_next_window` does, for
+executions started on an earlier definition of the workflow).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from exportpipe.errors import ManifestConflictError, TransitionError
-from exportpipe.models.definition import TimeFormat, parse_definition
+from exportpipe.models.definition import TimeFormat
 from exportpipe.models.job import UNDELIVERED, CommitIntent, Job, JobStatus, ResultFile
 from exportpipe.models.layout import MANIFEST_NAME, Manifest, export_prefix, manifest_key
-from exportpipe.models.tasks import StartOutcome
+from exportpipe.models.tasks import TaskAnswer
 from exportpipe.observability import logger, metrics
 from exportpipe.runtime import Deps
-from exportpipe.services.start_export import start_next_window
 
 
 def folder_of(deps: Deps, job: Job) -> str:
@@ -167,8 +168,7 @@ def finish_if_committed(deps: Deps, job: Job) -> Job | None:
 
 
 def after_delivery(deps: Deps, job: Job, manifest: Manifest | None = None) -> Job:
-    """Everything that follows a delivery, each step idempotent: watermark and lease, the event, the
-    next window of a backfill."""
+    """Everything that follows a delivery, each step idempotent: watermark and lease, the event."""
     deps.store.settle(job)
     if not job.event_sent:
         manifest = manifest or read_manifest(deps, job)
@@ -176,7 +176,6 @@ def after_delivery(deps: Deps, job: Job, manifest: Manifest | None = None) -> Jo
             _check_timezone(job, manifest.timezone)
             deps.publisher.delivered(job, deps.bucket.name, job.manifest_key, manifest)
             job = deps.store.update(job.job_id, JobStatus.DELIVERED, {"event_sent": True})
-    _continue(deps, job)
     return job
 
 
@@ -198,17 +197,30 @@ def _check_timezone(job: Job, declared: str | None) -> None:
         )
 
 
-def _continue(deps: Deps, job: Job) -> StartOutcome | None:
-    """Start the next window now if this one stopped short of the job's ``until`` (a backfill)."""
-    if job.until is None or job.window.end >= job.until or not job.moves_watermark:
-        return None
+def hand_over_next_window(deps: Deps, answer: TaskAnswer) -> None:
+    """For a task of an execution started on an earlier definition of the poll workflow (which has
+    no Delivered task): if ``answer`` delivered a backfill's window that stopped short of its
+    ``until``, ask start_export, asynchronously, to start the next one (idempotent, like the
+    Delivered task; a failure leaves it to the definition's next schedule tick).
+
+    Transitional: remove it, its task-input flag and the lambda:InvokeFunction grant of check_status
+    and copy_result once no such execution can run (9 days after the deploy, the workflow's
+    ``TimeoutSeconds``).
+    """
+    if answer["status"] != JobStatus.DELIVERED.value:
+        return
+    job = deps.store.get(answer["job_id"])
+    if not job.has_next_window:
+        return
+    if deps.lifecycle is None:
+        logger.warning("no start_export to hand the next window to; the next schedule tick starts it")
+        return
     try:
-        result = start_next_window(deps, parse_definition(job.definition), job.until)
-    except Exception as exc:  # the next schedule tick (or a re-invocation) continues anyway
-        logger.warning("could not start the next window", error=str(exc))
-        return None
-    logger.info("next window", next_job=result.job_id, status=result.status)
-    return result
+        deps.lifecycle.continue_after(job.job_id)
+    except Exception as exc:  # the delivery stands; the next schedule tick (or a re-invocation) continues
+        logger.warning("could not hand the next window to start_export", error=str(exc))
+        return
+    logger.info("next window handed to start_export (an execution of an earlier workflow definition)")
 
 
 __all__ = [
@@ -219,6 +231,7 @@ __all__ = [
     "discard",
     "finish_commit",
     "finish_if_committed",
+    "hand_over_next_window",
     "read_manifest",
     "remove_strays",
 ]

@@ -11,11 +11,12 @@ resumes that same job instead of opening a new window.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from exportpipe.errors import (
     ExportPipeError,
@@ -23,7 +24,7 @@ from exportpipe.errors import (
     TransitionError,
     UpstreamUnavailableError,
 )
-from exportpipe.models.definition import DefinitionBase, Window, parse_definition
+from exportpipe.models.definition import DefinitionBase, Window
 from exportpipe.models.job import (
     IN_WORKFLOW,
     MAX_WINDOW_ATTEMPTS,
@@ -45,6 +46,7 @@ from exportpipe.services.common import (
     refusal_wait,
     start_workflow,
 )
+from exportpipe.sources.registry import parse_definition
 
 
 class StartExportEvent(BaseModel):
@@ -72,6 +74,15 @@ class StartExportEvent(BaseModel):
         if self.window is not None and (self.until is not None or self.scheduled_time is not None):
             raise ValueError("give either window, or until / scheduled_time, not both")
         return self
+
+
+class ContinueEvent(BaseModel):
+    """What follows a delivery: the poll workflow's Delivered state (or, for an execution started on
+    an earlier definition, its check_status / copy_result) names the delivered job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    continue_after: str = Field(min_length=1)
 
 
 def report_watermark_age(definition: DefinitionBase, watermark: datetime | None, now: datetime) -> None:
@@ -102,6 +113,22 @@ def _start(event: Any, deps: Deps) -> StartOutcome:
             "operator retry: the definition's failed attempts are forgotten", definition=definition.name
         )
     return _plan_and_start(deps, definition, until, request.window)
+
+
+def continue_backfill(event: Any, deps: Deps) -> dict[str, Any]:
+    """After a delivery: if the job was a backfill's window that stopped short of its ``until``, start
+    the definition's next window (:func:`start_next_window`). Idempotent: a repeat finds the next job
+    started (or, once it is delivered too, plans the one after it, as a tick would)."""
+    request = parse_event(ContinueEvent, event)
+    job = deps.store.get(request.continue_after)
+    logger.append_keys(after_job=job.job_id, definition=job.definition_name)
+    if job.status is not JobStatus.DELIVERED:
+        return StartOutcome("NOT_DELIVERED", after=job.job_id, job_status=job.status.value).output()
+    if not job.has_next_window or job.until is None:
+        return StartOutcome("NO_NEXT_WINDOW", after=job.job_id).output()
+    result = start_next_window(deps, parse_definition(job.definition), job.until)
+    logger.info("next window", next_job=result.job_id, status=result.status)
+    return dataclasses.replace(result, after=job.job_id).output()
 
 
 def start_next_window(deps: Deps, definition: DefinitionBase, until: datetime) -> StartOutcome:
@@ -144,10 +171,11 @@ def _start_window(
     the window's start, so a schedule's later ticks (same start, later end) count too.
     """
     first = 1 if explicit else deps.store.failed_attempts(definition.name, window.start) + 1
+    generation = deps.store.retry_generation(definition.name)
     for attempt in range(first, MAX_WINDOW_ATTEMPTS + 1):
         now = deps.clock()
         job = Job(
-            job_id=job_id_for(definition.name, window, attempt),
+            job_id=job_id_for(definition.name, window, attempt, generation),
             definition_name=definition.name,
             source=definition.source,
             dataset=definition.dataset_name,
@@ -156,6 +184,7 @@ def _start_window(
             until=max(until, window.end),
             moves_watermark=not explicit,
             attempt=attempt,
+            generation=generation,
             status=JobStatus.REQUESTED,
             created_at=now,
             updated_at=now,
@@ -185,7 +214,7 @@ def _start_window(
     return StartOutcome(
         "GAVE_UP",
         reason=f"{MAX_WINDOW_ATTEMPTS} exports of this window ended without a delivery; see those jobs",
-        job_id=job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS),
+        job_id=job_id_for(definition.name, window, MAX_WINDOW_ATTEMPTS, generation),
     )
 
 
@@ -211,8 +240,20 @@ def _take_over(deps: Deps, definition_name: str, active_job_id: str | None) -> S
     return StartOutcome("SKIPPED", reason=f"job {active.job_id} is in flight", job_id=active.job_id)
 
 
-def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOutcome:
-    """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow.
+@dataclasses.dataclass(frozen=True)
+class RunningWorkflow:
+    """The poll workflow execution a caller runs in (check_status): the export is created in it, and
+    no workflow is started. ``execution_arn``, when the task input gives it, is recorded on a job that
+    has none yet; None for an execution started on an earlier definition (which did not pass it)."""
+
+    execution_arn: str | None = None
+
+
+def create_upstream(
+    deps: Deps, job: Job, definition: DefinitionBase, *, running: RunningWorkflow | None = None
+) -> StartOutcome:
+    """Create the upstream export of a REQUESTED job the caller has claimed, and start its workflow
+    (unless the caller runs in it: ``running``).
 
     Refused for now (a rate limit, an outage), the job stays REQUESTED, deferred until the
     upstream's wait is over, and its workflow is started anyway: the workflow tries again when the
@@ -225,7 +266,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOu
         finally:
             client.close()
     except UpstreamUnavailableError as exc:
-        return _defer(deps, job, exc)
+        return _defer(deps, job, exc, running)
     except ExportPipeError as exc:
         failed = end_unsuccessfully(
             deps, job.job_id, JobStatus.FAILED, f"creating the upstream export failed: {exc}"
@@ -250,7 +291,7 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOu
         current = deps.store.get(job.job_id)
         return StartOutcome(current.status.value, job_id=job.job_id, reason=current.reason)
     logger.info("upstream export created", upstream_id=upstream.upstream_id, state=upstream.raw_state)
-    execution_arn = _attach_workflow(deps, job, IN_WORKFLOW)
+    execution_arn = _attach_workflow(deps, job, IN_WORKFLOW, running)
     return StartOutcome(
         JobStatus.EXPORTING.value,
         job_id=job.job_id,
@@ -260,15 +301,25 @@ def create_upstream(deps: Deps, job: Job, definition: DefinitionBase) -> StartOu
     )
 
 
-def _attach_workflow(deps: Deps, job: Job, statuses: Collection[JobStatus]) -> str:
-    """Start the job's workflow (named after the job; one that runs already is fine) and record it."""
-    execution_arn = start_workflow(deps, job, job.job_id)
+def _attach_workflow(
+    deps: Deps, job: Job, statuses: Collection[JobStatus], running: RunningWorkflow | None
+) -> str | None:
+    """Start the job's workflow (named after the job; one that runs already is fine) and record it;
+    inside a workflow (``running``), record that one on a job that has none yet, start nothing."""
+    if running is None:
+        execution_arn = start_workflow(deps, job, job.job_id)
+    elif job.execution_arn or not running.execution_arn:
+        return job.execution_arn or running.execution_arn  # nothing to record
+    else:
+        execution_arn = running.execution_arn
     with contextlib.suppress(TransitionError):  # the workflow may already have moved the job on
         deps.store.update(job.job_id, statuses, {"execution_arn": execution_arn})
     return execution_arn
 
 
-def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> StartOutcome:
+def _defer(
+    deps: Deps, job: Job, exc: UpstreamUnavailableError, running: RunningWorkflow | None
+) -> StartOutcome:
     """Refused for now (a rate limit, an outage): keep the job and its lease, and let it be resumed
     — by its workflow, a tick or a re-delivery — not before the wait :func:`refusal_wait` gives is
     over; too many refusals in a row end the job FAILED with the reason."""
@@ -286,5 +337,5 @@ def _defer(deps: Deps, job: Job, exc: UpstreamUnavailableError) -> StartOutcome:
         job.job_id, deps.clock() + timedelta(seconds=wait), {"reason": reason, "rate_limited": refusals}
     )
     logger.warning("upstream export not created yet; will resume", reason=reason, wait_seconds=wait)
-    _attach_workflow(deps, job, {JobStatus.REQUESTED})
+    _attach_workflow(deps, job, {JobStatus.REQUESTED}, running)
     return StartOutcome(JobStatus.REQUESTED.value, job_id=job.job_id, reason=reason)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, ValidationError
 
 from exportpipe.adapters.secrets import read_secret_json
 from exportpipe.config import Settings
-from exportpipe.errors import ConfigurationError
+from exportpipe.errors import ConfigurationError, InvalidDefinitionError
 from exportpipe.models.connection import Connection
 from exportpipe.models.definition import DefinitionBase
 from exportpipe.sources.advocate import SPEC as ADVOCATE
@@ -86,3 +86,33 @@ def build_client(
             f"{type(client).__name__} has no replay_export"
         )
     return client
+
+
+def parse_definition(payload: Any) -> DefinitionBase:
+    """Validate a definition payload against its source's model (the discriminated union on
+    ``source`` built from the registry); raise InvalidDefinitionError naming every bad field."""
+    if not isinstance(payload, dict):
+        raise InvalidDefinitionError([("definition", "must be a JSON object")])
+    source = payload.get("source")
+    if source not in SOURCES:
+        raise InvalidDefinitionError([("source", f"must be one of {list(SOURCES)}, got {source!r}")])
+    try:
+        definition: DefinitionBase = definition_adapter().validate_python(payload)
+    except ValidationError as exc:
+        raise InvalidDefinitionError(_describe(exc, set(SOURCES))) from exc
+    return definition
+
+
+def _describe(exc: ValidationError, sources: set[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if str(p) not in sources]
+        msg = err["msg"]
+        if not loc and msg.startswith("Value error, "):
+            # model-level checks report "field: reason; field: reason"
+            for part in msg.removeprefix("Value error, ").split("; "):
+                field, _, reason = part.partition(": ")
+                out.append((field, reason or part))
+            continue
+        out.append((".".join(loc) or "definition", msg.removeprefix("Value error, ")))
+    return out
