@@ -533,3 +533,32 @@ def open_download(
         message = f"download of {scrub(current)!r} answered {resp.status_code}: {body}"
         raise upstream_refusal(resp.status_code, resp.headers, message, code=code)
     raise UpstreamError(f"more than {MAX_REDIRECTS} redirects downloading {scrub(url)!r}")
+
+
+# ---- what every source client shares -----------------------------------------------------------
+
+DEADLINE_MARGIN = 10.0
+"""Seconds a client keeps back from the invocation's end, to record what happened."""
+
+
+def time_left(remaining_seconds: Callable[[], float] | None) -> float:
+    """Seconds this invocation may still spend upstream (:data:`DEADLINE_MARGIN` kept back)."""
+    return float("inf") if remaining_seconds is None else remaining_seconds() - DEADLINE_MARGIN
+
+
+def request_timeout(timeout: float, remaining_seconds: Callable[[], float] | None) -> float:
+    """The timeout of the next request: ``timeout``, or less to end inside the invocation; out of
+    time, an :class:`UpstreamUnavailableError` (the next attempt goes on)."""
+    left = time_left(remaining_seconds)
+    if left < 1:
+        raise UpstreamUnavailableError("out of time in this invocation; the next attempt goes on")
+    return min(timeout, left)
+
+
+def json_object(resp: requests.Response) -> dict[str, Any]:
+    """An upstream answer's JSON object; another JSON value under ``value``, text under ``message``."""
+    try:
+        value = resp.json()
+    except ValueError:
+        return {"message": resp.text[:500]}
+    return value if isinstance(value, dict) else {"value": value}

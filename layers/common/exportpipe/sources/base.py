@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from exportpipe.config import Settings
 from exportpipe.errors import ConfigurationError
@@ -134,6 +136,24 @@ class PollPolicy:
 
 
 JsonDict = dict[str, Any]
+
+
+class ConnectionCredentials(BaseModel):
+    """A connection's secret (JSON), as a source's client reads it: unknown keys ignored, and
+    :meth:`parse` turns a bad secret into a ConfigurationError naming each field (no value)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # How the error names the secret: "Pardot", "Advocate"...
+    label: ClassVar[str]
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> Self:
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['msg']})" for e in exc.errors())
+            raise ConfigurationError(f"{cls.label} secret is invalid: {fields}") from exc
 
 
 @dataclass(frozen=True)

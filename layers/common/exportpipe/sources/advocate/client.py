@@ -44,10 +44,9 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from exportpipe.errors import (
-    ConfigurationError,
     DownloadIncompleteError,
     UpstreamAuthError,
     UpstreamError,
@@ -59,8 +58,10 @@ from exportpipe.http import (
     guard_session,
     host_of,
     in_call_waits,
+    json_object,
     make_session,
     open_download,
+    request_timeout,
     upstream_refusal,
 )
 from exportpipe.models.definition import Window
@@ -73,11 +74,10 @@ from exportpipe.sources.advocate.definition import (
     epoch_ms,
     iter_reward_window,
 )
-from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+from exportpipe.sources.base import ConnectionCredentials, ResultStream, UpstreamExport, UpstreamState
 from exportpipe.zipstream import ZipStreamWalker
 
 DEFAULT_BASE_URL = "https://app.referralsaasquatch.com"
-DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
 LIST_PAGE = 100  # exports per page when listing
 LIST_PAGES = 10  # pages read at most looking for a lost export (the newest 1000)
 
@@ -96,10 +96,10 @@ _BOUND_SHIFTS = {
 }
 
 
-class AdvocateCredentials(BaseModel):
+class AdvocateCredentials(ConnectionCredentials):
     """The Secrets Manager secret's JSON."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    label = "Advocate"
 
     tenant_alias: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
     api_key: str = Field(min_length=1)
@@ -107,14 +107,6 @@ class AdvocateCredentials(BaseModel):
     window_bounds: Literal["since-inclusive", "inclusive", "exclusive", "before-inclusive"] = (
         "since-inclusive"
     )
-
-    @classmethod
-    def parse(cls, value: dict[str, Any]) -> AdvocateCredentials:
-        try:
-            return cls.model_validate(value)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['msg']})" for e in exc.errors())
-            raise ConfigurationError(f"Advocate secret is invalid: {fields}") from exc
 
 
 @dataclass(frozen=True)
@@ -163,15 +155,6 @@ class AdvocateClient:
 
     # ---- plumbing ----------------------------------------------------------------------------
 
-    def _time_left(self) -> float:
-        return float("inf") if self._remaining is None else self._remaining() - DEADLINE_MARGIN
-
-    def _request_timeout(self) -> float:
-        left = self._time_left()
-        if left < 1:
-            raise UpstreamUnavailableError("out of time in this invocation; the next attempt goes on")
-        return min(self._timeout, left)
-
     def _call(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, int] | None = None
     ) -> dict[str, Any]:
@@ -184,12 +167,12 @@ class AdvocateClient:
                     json=json_body,
                     params=params,
                     headers={**self._auth, "Accept": "application/json"},
-                    timeout=self._request_timeout(),
+                    timeout=request_timeout(self._timeout, self._remaining),
                     allow_redirects=False,  # the API does not redirect; a redirect would take the key
                 )
             except requests.RequestException as exc:
                 raise UpstreamUnavailableError(f"{what} failed: {scrub(str(exc))}") from exc
-        body = _json(resp)
+        body = json_object(resp)
         status = resp.status_code
         code = body.get("apiErrorCode")
         if status == 429 or status >= 500:
@@ -296,7 +279,7 @@ class AdvocateClient:
                 auth_headers=self._auth,
                 auth_hosts=self._auth_hosts,
                 allowed_hosts=self._allowed,
-                timeout=self._request_timeout(),
+                timeout=request_timeout(self._timeout, self._remaining),
             )
         try:
             length = resp.headers.get("Content-Length")
@@ -423,14 +406,6 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-def _json(resp: requests.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {"message": resp.text[:500]}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def _message(body: dict[str, Any]) -> str:

@@ -27,10 +27,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from exportpipe.errors import (
-    ConfigurationError,
     UpstreamAuthError,
     UpstreamError,
     UpstreamRateLimitedError,
@@ -44,19 +43,21 @@ from exportpipe.http import (
     guard_session,
     host_of,
     in_call_waits,
+    json_object,
     make_session,
     open_download,
+    request_timeout,
+    time_left,
     upstream_refusal,
 )
 from exportpipe.models.definition import Window
-from exportpipe.sources.base import ResultStream, UpstreamExport, UpstreamState
+from exportpipe.sources.base import ConnectionCredentials, ResultStream, UpstreamExport, UpstreamState
 from exportpipe.sources.pardot.definition import CSV, PardotDefinition
 
 EXPIRED_TOKEN_CODE = 184
 CONCURRENCY_CODE = 66
 DAILY_LIMIT_CODE = 122
 INVALID_STATE_CODE = 178  # "The current state of the export does not allow the operation"
-DEADLINE_MARGIN = 10.0  # seconds kept back from the invocation's end to record what happened
 
 _STATES = {
     "waiting": UpstreamState.PENDING,
@@ -68,10 +69,10 @@ _STATES = {
 }
 
 
-class PardotCredentials(BaseModel):
+class PardotCredentials(ConnectionCredentials):
     """The Secrets Manager secret's JSON."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    label = "Pardot"
 
     token_url: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
@@ -85,14 +86,6 @@ class PardotCredentials(BaseModel):
     # Hosts besides base_url's that result URLs may name and that need the API credentials (v4 served
     # results from www.pardot.com while the API was pi.pardot.com).
     auth_hosts: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def parse(cls, value: dict[str, Any]) -> PardotCredentials:
-        try:
-            return cls.model_validate(value)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['msg']})" for e in exc.errors())
-            raise ConfigurationError(f"Pardot secret is invalid: {fields}") from exc
 
 
 _token_lock = threading.Lock()
@@ -152,7 +145,10 @@ class PardotClient:
         form |= {"client_id": c.client_id, "client_secret": c.client_secret}
         try:
             resp = self._session.post(
-                c.token_url, data=form, timeout=self._request_timeout(), allow_redirects=False
+                c.token_url,
+                data=form,
+                timeout=request_timeout(self._timeout, self._remaining),
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise UpstreamUnavailableError(
@@ -162,7 +158,7 @@ class PardotClient:
             raise upstream_refusal(
                 resp.status_code, resp.headers, f"token endpoint answered {resp.status_code}"
             )
-        body = _json(resp)
+        body = json_object(resp)
         if resp.status_code != 200 or "access_token" not in body:
             raise UpstreamAuthError(
                 f"Salesforce login failed ({resp.status_code}): "
@@ -171,16 +167,6 @@ class PardotClient:
                 code=body.get("error"),
             )
         return str(body["access_token"])
-
-    def _time_left(self) -> float:
-        """Seconds this invocation may still spend upstream (a margin kept to record the outcome)."""
-        return float("inf") if self._remaining is None else self._remaining() - DEADLINE_MARGIN
-
-    def _request_timeout(self) -> float:
-        left = self._time_left()
-        if left < 1:
-            raise UpstreamUnavailableError("out of time in this invocation; the next attempt goes on")
-        return min(self._timeout, left)
 
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "Pardot-Business-Unit-Id": self._creds.business_unit_id}
@@ -204,13 +190,13 @@ class PardotClient:
                     url,
                     json=json_body,
                     headers=self._headers(token),
-                    timeout=self._request_timeout(),
+                    timeout=request_timeout(self._timeout, self._remaining),
                     # the API does not redirect; a redirect would take the business unit header along
                     allow_redirects=False,
                 )
             except requests.RequestException as exc:
                 raise UpstreamUnavailableError(f"Pardot {method} {path} failed: {scrub(str(exc))}") from exc
-            body = _json(resp)
+            body = json_object(resp)
             code = body.get("code")
             if resp.status_code == 401 or code == EXPIRED_TOKEN_CODE:
                 if renewed:
@@ -273,7 +259,7 @@ class PardotClient:
                 retry_after=self._backoff * 2**tries,
             )
         pause = min(self._backoff * 2 ** (tries - 1), 60.0)
-        if pause > self._time_left():
+        if pause > time_left(self._remaining):
             raise UpstreamRateLimitedError(
                 f"Pardot concurrency limit (66) on {what}; no time left to wait in this invocation",
                 status=status,
@@ -360,7 +346,7 @@ class PardotClient:
                     auth_headers=self._headers(self._token()),
                     auth_hosts=self._auth_hosts,
                     allowed_hosts=self._allowed,
-                    timeout=self._request_timeout(),
+                    timeout=request_timeout(self._timeout, self._remaining),
                 )
             except UpstreamError as exc:
                 if (exc.status == 401 or exc.code == EXPIRED_TOKEN_CODE) and not renewed:
@@ -378,14 +364,6 @@ class PardotClient:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _json(resp: requests.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {"message": resp.text[:500]}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def _export(body: dict[str, Any]) -> UpstreamExport:
